@@ -1,0 +1,330 @@
+"""The simulation configuration: one frozen, validated dataclass.
+
+Every option of the simulator lives in :class:`SimConfig`. It is validated on
+construction (a wrong value raises :class:`~deblendkit.errors.ConfigError`
+naming the option, the value and what is allowed), serialises to JSON (stored
+in every data file) and loads from a JSON or TOML file.
+
+The population defaults cite their sources (see ``shared/DESIGN.md`` section 6):
+
+* magnitude counts: ``log10 N(<i) = 0.31 i + const`` (LSST Science Book,
+  arXiv:0912.0201, eq. 3.7);
+* disk scale length: ``ln(r_d / arcsec) = -1.145 - 0.269 (i - 23)``
+  (Miller et al. 2013, arXiv:1210.8201, eq. B1), half-light radius
+  ``1.678 r_d``;
+* redshift: ``p(z) ~ z^2 exp(-z / z0)``, ``z0 = 0.0417 i - 0.744``
+  (LSST Science Book eq. 3.8).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import tomllib
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import ConfigError
+
+__all__ = ["SimConfig", "load_config"]
+
+PSF_MODELS = ("kolmogorov", "moffat")
+NOISE_MODELS = ("gaussian", "none")
+MODES = ("blend", "field")
+
+
+def _positive(name: str, value: Any, *, integer: bool = False, allow_zero: bool = False) -> None:
+    kind = int if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kind) or (
+        not integer and not math.isfinite(value)
+    ):
+        what = "an integer" if integer else "a finite number"
+        raise ConfigError(f"{name} must be {what}, got {value!r}")
+    if value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ConfigError(f"{name} must be {bound}, got {value!r}")
+
+
+def _interval(name: str, value: Any, lo: float, hi: float) -> None:
+    if (
+        not isinstance(value, (tuple, list))
+        or len(value) != 2
+        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+    ):
+        raise ConfigError(f"{name} must be a pair (low, high) of numbers, got {value!r}")
+    a, b = value
+    if not (lo <= a <= b <= hi) or not (math.isfinite(a) and math.isfinite(b)):
+        raise ConfigError(f"{name} must satisfy {lo} <= low <= high <= {hi}, got {tuple(value)!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SimConfig:
+    """All options of the blend simulator.
+
+    Survey and images
+    -----------------
+    survey : str
+        surveycodex survey name (``"LSST"``, ``"HSC"``, ``"Euclid_VIS"``...).
+    bands : tuple of str or None
+        Bands to simulate, in this order; None = all bands of the survey.
+    reference_band : str or None
+        Band in which magnitudes (and sizes) are drawn; None = ``"i"`` if the
+        survey has it, else its reddest band.
+    stamp_size : int
+        Side of the square scene, pixels.
+    psf_size : int
+        Side of the stored PSF image, pixels, odd, <= stamp_size.
+    exposure_fraction : float
+        Depth as a fraction of the survey's full exposure time (1 = full depth).
+    psf_model : {"kolmogorov", "moffat"}
+        Atmospheric PSF profile; FWHM = survey median per band times a per-scene
+        seeing factor.
+    seeing_scatter : float
+        Standard deviation of ln(seeing factor), shared by all bands of a scene.
+    moffat_beta : float
+        Moffat index when ``psf_model="moffat"``.
+    noise : {"gaussian", "none"}
+        Gaussian noise with Poisson variance (sky + source), or noiseless.
+
+    Scenes
+    ------
+    mode : {"blend", "field"}
+        ``"blend"``: 2..max_galaxies galaxies placed around the centre with
+        controlled overlap. ``"field"`` is reserved for the field mode.
+    min_galaxies, max_galaxies : int
+        Number of galaxies per blend, drawn uniformly in [min, max].
+    separation_range : (float, float)
+        Separation of a new galaxy from its anchor galaxy in units of the sum
+        of their half-light radii; uniform in this range (small = severe
+        overlap, > 2 = mild).
+    min_separation : float
+        Minimum distance between two galaxy centres, pixels.
+    edge_margin : int
+        Galaxy centres stay at least this many pixels from the stamp edge.
+
+    Population (reference band)
+    ---------------------------
+    mag_range : (float, float)
+        Reference-band AB magnitude range.
+    count_slope : float
+        d log10 N / d mag of the cumulative counts (0.31 for i band).
+    disk_size_zero, disk_size_slope, disk_size_pivot, size_scatter : float
+        ``ln(r_d / arcsec) = zero + slope (mag - pivot)`` plus Gaussian scatter
+        of ``size_scatter`` in ln r_d (Miller et al. 2013).
+    hlr_range : (float, float)
+        Clip of half-light radii, arcsec.
+    bulge_size_ratio : (float, float)
+        Bulge half-light radius / disk half-light radius, uniform.
+    bulge_dominated_fraction : float
+        Fraction of galaxies with bulge fraction in [0.5, 1] (else [0, 0.3]).
+    ellipticity_sigma, ellipticity_max : float
+        Per-component sigma of the (shear convention) ellipticity, and its cap.
+    max_redshift : float
+        Redshifts are clipped to [0.01, max_redshift].
+    catalog : str or None
+        Optional user catalogue (FITS or CSV) of galaxies to draw from instead
+        of the parametric population (see :mod:`deblendkit.catalog`).
+
+    Rendering
+    ---------
+    fft_size : int or None
+        FFT grid size, pixels; None = chosen per scene from the galaxies' and
+        PSF's extent (see :mod:`deblendkit.render`).
+    """
+
+    survey: str = "LSST"
+    bands: tuple[str, ...] | None = None
+    reference_band: str | None = None
+    stamp_size: int = 48
+    psf_size: int = 25
+    exposure_fraction: float = 1.0
+    psf_model: str = "kolmogorov"
+    seeing_scatter: float = 0.1
+    moffat_beta: float = 2.5
+    noise: str = "gaussian"
+
+    mode: str = "blend"
+    min_galaxies: int = 2
+    max_galaxies: int = 6
+    separation_range: tuple[float, float] = (0.5, 5.0)
+    min_separation: float = 2.0
+    edge_margin: int = 8
+
+    mag_range: tuple[float, float] = (19.0, 25.3)
+    count_slope: float = 0.31
+    disk_size_zero: float = -1.145
+    disk_size_slope: float = -0.269
+    disk_size_pivot: float = 23.0
+    size_scatter: float = 0.3
+    hlr_range: tuple[float, float] = (0.05, 3.0)
+    bulge_size_ratio: tuple[float, float] = (0.3, 0.7)
+    bulge_dominated_fraction: float = 0.25
+    ellipticity_sigma: float = 0.25
+    ellipticity_max: float = 0.7
+    max_redshift: float = 3.0
+    catalog: str | None = None
+
+    fft_size: int | None = None
+
+    def __post_init__(self) -> None:
+        from .survey import get_survey
+
+        survey = get_survey(self.survey) if isinstance(self.survey, str) else None
+        if survey is None:
+            raise ConfigError(f"survey must be a survey name (str), got {self.survey!r}")
+        if self.bands is not None:
+            if isinstance(self.bands, str) or not all(isinstance(b, str) for b in self.bands):
+                raise ConfigError(f"bands must be a list of band names, got {self.bands!r}")
+            object.__setattr__(self, "bands", tuple(self.bands))
+            if len(self.bands) == 0:
+                raise ConfigError("bands must name at least one band, got []")
+            for b in self.bands:
+                survey.band(b)
+            if len(set(self.bands)) != len(self.bands):
+                raise ConfigError(f"bands must not repeat, got {list(self.bands)}")
+        if self.reference_band is not None:
+            survey.band(self.reference_band)
+        for name in ("stamp_size", "psf_size", "min_galaxies", "max_galaxies"):
+            _positive(name, getattr(self, name), integer=True)
+        _positive("edge_margin", self.edge_margin, integer=True, allow_zero=True)
+        if self.max_galaxies < 2:
+            raise ConfigError(f"max_galaxies must be >= 2 (a blend has 2 or more galaxies), got {self.max_galaxies}")
+        if self.min_galaxies < 1 or self.min_galaxies > self.max_galaxies:
+            raise ConfigError(
+                f"min_galaxies must be in [1, max_galaxies={self.max_galaxies}], got {self.min_galaxies}"
+            )
+        if self.psf_size % 2 == 0:
+            raise ConfigError(f"psf_size must be odd (PSF centred on a pixel), got {self.psf_size}")
+        if self.stamp_size < 16:
+            raise ConfigError(f"stamp_size must be >= 16 pixels, got {self.stamp_size}")
+        if self.psf_size > self.stamp_size:
+            raise ConfigError(
+                f"stamp_size ({self.stamp_size} pixels) is smaller than the PSF image "
+                f"(psf_size={self.psf_size}); use stamp_size >= psf_size"
+            )
+        if 2 * self.edge_margin >= self.stamp_size - 2:
+            raise ConfigError(
+                f"edge_margin={self.edge_margin} leaves no room in a {self.stamp_size}-pixel stamp; "
+                f"use edge_margin < {(self.stamp_size - 2) // 2}"
+            )
+        for name in ("exposure_fraction", "moffat_beta", "max_redshift"):
+            _positive(name, getattr(self, name))
+        for name in ("seeing_scatter", "size_scatter", "ellipticity_sigma", "min_separation"):
+            _positive(name, getattr(self, name), allow_zero=True)
+        _positive("count_slope", self.count_slope, allow_zero=True)
+        for name in ("disk_size_zero", "disk_size_slope", "disk_size_pivot"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ConfigError(f"{name} must be a finite number, got {v!r}")
+        if self.moffat_beta <= 1.1 and self.psf_model == "moffat":
+            raise ConfigError(f"moffat_beta must be > 1.1, got {self.moffat_beta}")
+        if self.psf_model not in PSF_MODELS:
+            raise ConfigError(f"psf_model must be one of {list(PSF_MODELS)}, got {self.psf_model!r}")
+        if self.noise not in NOISE_MODELS:
+            raise ConfigError(f"noise must be one of {list(NOISE_MODELS)}, got {self.noise!r}")
+        if self.mode not in MODES:
+            raise ConfigError(f"mode must be one of {list(MODES)}, got {self.mode!r}")
+        _interval("separation_range", self.separation_range, 0.0, 100.0)
+        _interval("mag_range", self.mag_range, 10.0, 35.0)
+        _interval("hlr_range", self.hlr_range, 1e-3, 100.0)
+        if self.hlr_range[0] <= 0:
+            raise ConfigError(f"hlr_range must be > 0 arcsec, got {self.hlr_range}")
+        _interval("bulge_size_ratio", self.bulge_size_ratio, 0.01, 10.0)
+        for name in ("separation_range", "mag_range", "hlr_range", "bulge_size_ratio"):
+            object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
+        if not (0.0 <= self.bulge_dominated_fraction <= 1.0):
+            raise ConfigError(
+                f"bulge_dominated_fraction must be in [0, 1], got {self.bulge_dominated_fraction!r}"
+            )
+        if not (0.0 < self.ellipticity_max < 1.0):
+            raise ConfigError(f"ellipticity_max must be in (0, 1), got {self.ellipticity_max!r}")
+        if self.fft_size is not None:
+            _positive("fft_size", self.fft_size, integer=True)
+            if self.fft_size < self.stamp_size:
+                raise ConfigError(
+                    f"fft_size must be >= stamp_size={self.stamp_size}, got {self.fft_size}"
+                )
+        if self.catalog is not None:
+            if not isinstance(self.catalog, str):
+                raise ConfigError(f"catalog must be a file path, got {self.catalog!r}")
+            if not os.path.isfile(self.catalog):
+                raise ConfigError(f"catalog file {self.catalog!r} does not exist")
+
+    # -- derived ---------------------------------------------------------
+    @property
+    def survey_obj(self):
+        """The :class:`~deblendkit.survey.Survey`."""
+        from .survey import get_survey
+
+        return get_survey(self.survey)
+
+    @property
+    def band_names(self) -> tuple[str, ...]:
+        """Bands simulated, in order."""
+        return self.bands if self.bands is not None else self.survey_obj.band_names
+
+    @property
+    def ref_band(self) -> str:
+        """Band in which magnitudes are drawn."""
+        if self.reference_band is not None:
+            return self.reference_band
+        names = self.survey_obj.band_names
+        return "i" if "i" in names else names[-1]
+
+    @property
+    def pixel_scale(self) -> float:
+        """arcsec / pixel."""
+        return self.survey_obj.pixel_scale
+
+    # -- serialisation ---------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "SimConfig":
+        if not isinstance(d, dict):
+            raise ConfigError(f"a config must be a mapping of option names to values, got {type(d).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"unknown config option(s) {unknown}; allowed: {sorted(known)}")
+        kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+        return cls(**kwargs)
+
+    @classmethod
+    def from_json(cls, text: str) -> "SimConfig":
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"config is not valid JSON: {exc}") from None
+        return cls.from_dict(d)
+
+    def replace(self, **changes: Any) -> "SimConfig":
+        """A copy with some options changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+
+def load_config(path: str) -> SimConfig:
+    """Read a :class:`SimConfig` from a ``.json`` or ``.toml`` file.
+
+    Options absent from the file keep their defaults.
+    """
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file {path!r} does not exist")
+    with open(path, "rb") as fh:
+        raw = fh.read()
+    try:
+        if path.endswith(".toml"):
+            d = tomllib.loads(raw.decode())
+        elif path.endswith(".json"):
+            d = json.loads(raw)
+        else:
+            raise ConfigError(f"config file {path!r} must end in .json or .toml")
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path!r} could not be parsed: {exc}") from None
+    return SimConfig.from_dict(d)

@@ -1,0 +1,13 @@
+#!/usr/bin/env python
+"""Make the challenge data: ``python prepare_data.py --help``.
+
+Renders blended multi-band galaxy scenes with GalSim and writes ``data/train.h5``,
+``data/test.h5`` and the ``_mini`` files used by ``ramp-test --quick-test``.
+The code lives in :mod:`deblendkit.prepare`.
+"""
+import sys
+
+from deblendkit.prepare import main
+
+if __name__ == "__main__":
+    sys.exit(main())
