@@ -1,0 +1,94 @@
+"""What ``problem.py`` exposes to rampwf, kept here so ``problem.py`` stays thin.
+
+* :func:`get_train_data` / :func:`get_test_data`: ``(X, y)`` from
+  ``<kit>/data/{train,test}.h5``, or the ``_mini`` files when the environment
+  variable ``RAMP_TEST_MODE`` is set (``ramp-test --quick-test`` sets it);
+* :func:`get_cv`: deterministic K-fold over blends (3 folds, 2 in test mode);
+* :func:`data_meta`: bands and array sizes, read from the data files'
+  attributes (defaults of :class:`~deblendkit.config.SimConfig` when no file
+  exists yet), from which ``problem.py`` builds ``Predictions`` and the score types.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.model_selection import KFold
+
+from .errors import DataFileError
+
+__all__ = ["PROBLEM_TITLE", "CV_RANDOM_STATE", "get_train_data", "get_test_data", "get_cv",
+           "data_meta", "DataMeta", "split_path"]
+
+PROBLEM_TITLE = "Galaxy deblending: recover each galaxy's isolated image from a multi-band blend"
+#: Fixed random state of the CV shuffle: the folds are the same for every submission.
+CV_RANDOM_STATE = 57
+N_FOLDS = 3
+N_FOLDS_QUICK = 2
+
+
+def quick_mode() -> bool:
+    """True under ``ramp-test --quick-test`` (``RAMP_TEST_MODE`` set)."""
+    return bool(os.environ.get("RAMP_TEST_MODE"))
+
+
+def split_path(path: str, split: str) -> str:
+    """``<path>/data/<split>[_mini].h5``."""
+    name = f"{split}_mini.h5" if quick_mode() else f"{split}.h5"
+    return os.path.join(path, "data", name)
+
+
+def _load(path: str, split: str):
+    from .data import load_split
+
+    f = split_path(path, split)
+    if not os.path.exists(f):
+        raise DataFileError(
+            f"data file {f} does not exist; make the data first with `python prepare_data.py` "
+            f"(in {os.path.abspath(path)})"
+        )
+    return load_split(f)
+
+
+def get_train_data(path: str = "."):
+    """``(X, y)`` of the training split: X a BlendSet, y (n, K, C, H, W) float32."""
+    return _load(path, "train")
+
+
+def get_test_data(path: str = "."):
+    """``(X, y)`` of the test split."""
+    return _load(path, "test")
+
+
+def get_cv(X, y):
+    """Deterministic shuffled K-fold over blends: yields ``(train_is, valid_is)``."""
+    n_splits = N_FOLDS_QUICK if quick_mode() else N_FOLDS
+    n_splits = max(2, min(n_splits, len(X)))
+    cv = KFold(n_splits=n_splits, shuffle=True, random_state=CV_RANDOM_STATE)
+    return cv.split(np.zeros(len(X)))
+
+
+@dataclass(frozen=True)
+class DataMeta:
+    """Bands and sizes of the problem's arrays."""
+
+    bands: tuple[str, ...]
+    max_galaxies: int
+    stamp_size: int
+
+
+def data_meta(path: str = ".") -> DataMeta:
+    """Read bands and sizes from the first data file found in ``<path>/data``."""
+    from .io import validate_file
+
+    for split in ("train", "test"):
+        for f in (split_path(path, split), os.path.join(path, "data", f"{split}.h5"),
+                  os.path.join(path, "data", f"{split}_mini.h5")):
+            if os.path.exists(f):
+                layout = validate_file(f)
+                return DataMeta(tuple(layout.bands), int(layout.max_galaxies), int(layout.stamp_size))
+    from .config import SimConfig
+
+    cfg = SimConfig()
+    return DataMeta(tuple(cfg.band_names), cfg.max_galaxies, cfg.stamp_size)
