@@ -73,14 +73,19 @@ def component_profiles(hlr_bulge, hlr_disk, e1, e2):
     return bulges, disks
 
 
-def _k_image(obj, n_grid: int, m: int, dk: float) -> np.ndarray:
-    """Real part of obj's k-image on an (m n_grid)^2 grid, in FFT order, folded to n_grid^2."""
-    size = m * n_grid
-    arr = obj.drawKImage(nx=size, ny=size, scale=dk).array.real
-    arr = np.fft.ifftshift(arr)
-    if m > 1:
-        arr = arr.reshape(m, n_grid, m, n_grid).sum(axis=(0, 2))
-    return arr
+def _k_image(obj, n_grid: int, dk: float, *, half: bool = True) -> np.ndarray:
+    """Real part of ``obj``'s k-image in FFT order: (n_grid, n_grid // 2 + 1) if ``half`` else square.
+
+    Only the kx >= 0 half is drawn for the real-FFT path (half the work of a
+    full ``drawKImage``); rows are ky in FFT order.
+    """
+    if half:
+        bounds = galsim.BoundsI(0, n_grid // 2, -(n_grid // 2), n_grid - n_grid // 2 - 1)
+        image = galsim.ImageCD(bounds, scale=dk)
+        arr = obj.drawKImage(image=image, recenter=False).array.real
+        return np.fft.ifftshift(arr, axes=0)
+    arr = obj.drawKImage(nx=n_grid, ny=n_grid, scale=dk).array.real
+    return np.fft.ifftshift(arr)
 
 
 def render_galaxies(
@@ -134,25 +139,24 @@ def render_galaxies(
                                stamp_size, pixel_scale, n, m, dk)
 
     # Transfer function per band: PSF x pixel response (real: symmetric PSF).
-    pix = np.sinc(ky * pixel_scale / (2 * np.pi))
-    pix2 = np.outer(pix, pix)[:, :nh]
-    transfer = np.stack(
-        [np.fft.ifftshift(p.drawKImage(nx=n, ny=n, scale=dk).array.real)[:, :nh] for p in psfs]
-    ) * pix2
+    pix_y = np.sinc(ky * pixel_scale / (2 * np.pi))
+    pix_x = np.sinc(kx * pixel_scale / (2 * np.pi))
+    transfer = np.stack([_k_image(p, n, dk) for p in psfs]) * np.outer(pix_y, pix_x)
 
-    kb = np.stack([_k_image(b, n, 1, dk)[:, :nh] for b in bulges])  # (K, N, nh)
-    kd = np.stack([_k_image(d, n, 1, dk)[:, :nh] for d in disks])
-    spec = flux_bulge[:, :, None, None] * kb[:, None] + flux_disk[:, :, None, None] * kd[:, None]
-    spec *= transfer[None]
+    kb = np.stack([_k_image(b, n, dk) for b in bulges])  # (K, N, nh)
+    kd = np.stack([_k_image(d, n, dk) for d in disks])
+    # Single precision from here: float32 keeps ~1e-7 relative accuracy, far
+    # below the 1e-3 / 3e-4 tolerances, and halves the FFT time.
+    spec = (flux_bulge[:, :, None, None] * kb[:, None] + flux_disk[:, :, None, None] * kd[:, None])
+    spec = (spec * transfer[None]).astype(np.float32)
 
     c0 = stamp_size // 2
     shift = (np.asarray(positions, dtype=float) - c0) * pixel_scale  # arcsec, (K, 2)
-    phase = np.exp(-1j * ky[None, :, None] * shift[:, 1, None, None]) * np.exp(
-        -1j * kx[None, None, :] * shift[:, 0, None, None]
-    )  # (K, N, nh)
+    phase = (np.exp(-1j * ky[None, :, None] * shift[:, 1, None, None])
+             * np.exp(-1j * kx[None, None, :] * shift[:, 0, None, None])).astype(np.complex64)
     img = np.fft.irfft2(spec * phase[:, None], s=(n, n), axes=(-2, -1))
     idx = (np.arange(stamp_size) - c0) % n
-    return img[:, :, idx[:, None], idx[None, :]]
+    return img[:, :, idx[:, None], idx[None, :]].astype(np.float64)
 
 
 def _render_wrapped(bulges, disks, flux_bulge, flux_disk, positions, psfs,
@@ -168,8 +172,8 @@ def _render_wrapped(bulges, disks, flux_bulge, flux_disk, positions, psfs,
     idx = (np.arange(stamp_size) - c0) % n
     out = np.empty((len(bulges), len(psfs), stamp_size, stamp_size))
     for g, (b, d) in enumerate(zip(bulges, disks)):
-        kb = _k_image(b, size, 1, dk)
-        kd = _k_image(d, size, 1, dk)
+        kb = _k_image(b, size, dk, half=False)
+        kd = _k_image(d, size, dk, half=False)
         phase = np.exp(-1j * kk[:, None] * shift[g, 1]) * np.exp(-1j * kk[None, :] * shift[g, 0])
         for c, tk in enumerate(psf_k):
             spec = (flux_bulge[g, c] * kb + flux_disk[g, c] * kd) * tk * phase

@@ -18,7 +18,7 @@ from .psf import psf_images, scene_psfs
 from .render import component_profiles, fft_size_for, render_galaxies
 from .seds import band_flux_ratios, colour_table
 
-__all__ = ["BlendSample", "SPLIT_CODES", "blend_rng", "simulate_blend", "place_galaxies",
+__all__ = ["BlendSample", "SceneParams", "SPLIT_CODES", "blend_rng", "scene_parameters", "simulate_blend", "place_galaxies",
            "blendedness", "truth_columns"]
 
 #: Stream of each split in the seed sequence (train and test never share a blend).
@@ -131,14 +131,32 @@ def _draw_galaxies(config: SimConfig, rng: np.random.Generator, n: int) -> Galax
     return sample_population(config, rng, n)
 
 
-def simulate_blend(config: SimConfig, *, seed: int, split: str, index: int) -> BlendSample:
-    """Simulate blend ``index`` of ``split``: deterministic in (config, seed, split, index)."""
+@dataclass(frozen=True)
+class SceneParams:
+    """Everything drawn at random for one scene, before rendering.
+
+    Attributes
+    ----------
+    galaxies : Galaxies, n of them, brightest first (slot order)
+    positions : (n, 2) pixels
+    psfs : list of C galsim PSF profiles
+    flux_bulge, flux_disk : (n, C) ADU
+    rng : the blend's generator, positioned after these draws (noise comes next)
+    """
+
+    galaxies: Galaxies
+    positions: np.ndarray
+    psfs: list
+    flux_bulge: np.ndarray
+    flux_disk: np.ndarray
+    rng: np.random.Generator
+
+
+def scene_parameters(config: SimConfig, *, seed: int, split: str, index: int) -> SceneParams:
+    """Draw the galaxies, positions, PSFs and band fluxes of one scene."""
     rng = blend_rng(seed, split, index)
     survey = config.survey_obj
     bands = config.band_names
-    n_band, size, k_max = len(bands), config.stamp_size, config.max_galaxies
-    scale = config.pixel_scale
-
     n = int(rng.integers(config.min_galaxies, config.max_galaxies + 1))
     gals = _draw_galaxies(config, rng, n)
     order = np.argsort(gals.mag, kind="stable")  # slot 0 = brightest
@@ -151,6 +169,19 @@ def simulate_blend(config: SimConfig, *, seed: int, split: str, index: int) -> B
     f_ref = survey.mag_to_adu(gals.mag, config.ref_band, exposure_fraction=config.exposure_fraction)
     flux_bulge = (gals.bulge_fraction * f_ref)[:, None] * band_flux_ratios(table, gals.sed_bulge, gals.redshift)
     flux_disk = ((1 - gals.bulge_fraction) * f_ref)[:, None] * band_flux_ratios(table, gals.sed_disk, gals.redshift)
+    return SceneParams(gals, pos, psfs, flux_bulge, flux_disk, rng)
+
+
+def simulate_blend(config: SimConfig, *, seed: int, split: str, index: int) -> BlendSample:
+    """Simulate blend ``index`` of ``split``: deterministic in (config, seed, split, index)."""
+    p = scene_parameters(config, seed=seed, split=split, index=index)
+    gals, pos, psfs, flux_bulge, flux_disk, rng = (
+        p.galaxies, p.positions, p.psfs, p.flux_bulge, p.flux_disk, p.rng)
+    survey = config.survey_obj
+    bands = config.band_names
+    n_band, size, k_max = len(bands), config.stamp_size, config.max_galaxies
+    scale = config.pixel_scale
+    n = len(gals)
 
     bulges, disks = component_profiles(gals.hlr_bulge, gals.hlr_disk, gals.e1, gals.e2)
     fft_size = config.fft_size or fft_size_for(size, float(gals.hlr_bulge.max()), float(gals.hlr_disk.max()), scale)

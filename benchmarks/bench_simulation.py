@@ -1,0 +1,93 @@
+"""Simulation speed: the full pipeline against plain GalSim drawing, in one run.
+
+Prints blends/s of
+
+* the bare reference: the same galaxies drawn with plain GalSim calls (one
+  ``drawImage`` of bulge+disk convolved with the band's PSF per galaxy and
+  band; no noise, no truth, no I/O);
+* the kit's full pipeline (render, noise, truth table, compressed HDF5 write)
+  at ``n_jobs=1`` and ``n_jobs=2``;
+
+and the two ratios the simulator issue sets goals for: pipeline / reference at
+one job (goal >= 2) and two jobs / one job (goal >= 1.7).
+
+Usage: ``python benchmarks/bench_simulation.py [--n-blends 200] [--profile]``
+"""
+from __future__ import annotations
+
+import argparse
+import cProfile
+import os
+import pstats
+import tempfile
+import time
+
+import galsim
+import numpy as np
+
+from deblendkit.config import SimConfig
+from deblendkit.generate import generate_split
+from deblendkit.render import component_profiles
+from deblendkit.scene import scene_parameters
+from deblendkit.seds import colour_table
+
+
+def bare_reference(config: SimConfig, n_blends: int, seed: int) -> float:
+    """Seconds to draw blends 0..n-1 with one plain drawImage per galaxy and band."""
+    params = [scene_parameters(config, seed=seed, split="train", index=i) for i in range(n_blends)]
+    w = config.stamp_size
+    scale = config.pixel_scale
+    t0 = time.perf_counter()
+    for p in params:
+        g = p.galaxies
+        bulges, disks = component_profiles(g.hlr_bulge, g.hlr_disk, g.e1, g.e2)
+        for k in range(len(g)):
+            offset = (p.positions[k, 0] - (w - 1) / 2, p.positions[k, 1] - (w - 1) / 2)
+            for c, psf in enumerate(p.psfs):
+                gal = galsim.Add([bulges[k] * p.flux_bulge[k, c], disks[k] * p.flux_disk[k, c]])
+                galsim.Convolve(gal, psf).drawImage(nx=w, ny=w, scale=scale, offset=offset)
+    return time.perf_counter() - t0
+
+
+def pipeline(config: SimConfig, n_blends: int, seed: int, n_jobs: int, directory: str) -> float:
+    path = os.path.join(directory, f"bench_{n_jobs}.h5")
+    t0 = time.perf_counter()
+    generate_split(config, path=path, split="train", n_blends=n_blends, seed=seed, n_jobs=n_jobs,
+                   chunk_size=8, overwrite=True, progress=False)
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n-blends", type=int, default=200)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--profile", action="store_true", help="print where the pipeline's time goes")
+    args = ap.parse_args()
+    config = SimConfig()
+    colour_table(config.survey, config.band_names, config.ref_band)  # warm caches
+    scene_parameters(config, seed=args.seed, split="train", index=0)
+    n = args.n_blends
+    with tempfile.TemporaryDirectory() as d:
+        pipeline(config, 8, args.seed, 1, d)  # warm GalSim's profile tables
+        bare_reference(config, 4, args.seed)
+        t_ref = bare_reference(config, n, args.seed)
+        if args.profile:
+            prof = cProfile.Profile()
+            prof.enable()
+        t1 = pipeline(config, n, args.seed, 1, d)
+        if args.profile:
+            prof.disable()
+            pstats.Stats(prof).sort_stats("tottime").print_stats(15)
+        t2 = pipeline(config, n, args.seed, 2, d)
+    ngal = sum(len(scene_parameters(config, seed=args.seed, split="train", index=i).galaxies) for i in range(n))
+    print(f"{n} blends ({ngal / n:.2f} galaxies/blend, {len(config.band_names)} bands, "
+          f"{config.stamp_size}x{config.stamp_size} pixels), cores: {os.cpu_count()}")
+    print(f"bare GalSim reference (drawImage per galaxy and band, no noise/I/O): {n / t_ref:7.1f} blends/s")
+    print(f"full pipeline, n_jobs=1 (render+noise+truth+HDF5):                {n / t1:7.1f} blends/s")
+    print(f"full pipeline, n_jobs=2:                                           {n / t2:7.1f} blends/s")
+    print(f"ratio pipeline(n_jobs=1) / bare reference: {t_ref / t1:5.2f}  (goal >= 2)")
+    print(f"ratio pipeline n_jobs=2 / n_jobs=1:         {t1 / t2:5.2f}  (goal >= 1.7)")
+
+
+if __name__ == "__main__":
+    main()
