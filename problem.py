@@ -6,6 +6,7 @@ live in the ``deblendkit`` package (see deblendkit/ramp_problem.py).
 import os
 
 from deblendkit import ramp_problem as _kit
+from deblendkit import results as _kit_results
 from deblendkit.prediction import make_predictions_type
 from deblendkit.score_types import make_score_types
 from deblendkit.workflow import DeblenderWorkflow
@@ -22,3 +23,5 @@ score_types = make_score_types(_meta.bands)
 get_cv = _kit.get_cv
 get_train_data = _kit.get_train_data
 get_test_data = _kit.get_test_data
+# ramp-test --save-output: per-galaxy test tables and a gallery, not the 5-D arrays.
+save_y_pred = _kit_results.save_y_pred
