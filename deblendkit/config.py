@@ -14,6 +14,16 @@ The population defaults cite their sources (see ``shared/DESIGN.md`` section 6):
   ``1.678 r_d``;
 * redshift: ``p(z) ~ z^2 exp(-z / z0)``, ``z0 = 0.0417 i - 0.744``
   (LSST Science Book eq. 3.8).
+
+Field mode (``mode="field"``, :mod:`deblendkit.field`):
+
+* surface density ``N(<i) = 46 x 10^(0.31 (i - 25))`` galaxies per arcmin^2
+  (LSST Science Book eq. 3.7; it gives 57.0 at i < 25.3, the LSST CatSim sky
+  catalogue ~54);
+* labelled galaxies: i < 25.3, the LSST "gold sample" limit (LSST Science Book
+  section 3.7.2; Ivezic et al. 2019, arXiv:0805.2366);
+* faint limit i = 27: galaxies down to about the 10-year 5-sigma point-source
+  depth (i ~ 26.8, Ivezic et al. 2019) are rendered as unlabelled light.
 """
 from __future__ import annotations
 
@@ -91,7 +101,9 @@ class SimConfig:
     ------
     mode : {"blend", "field"}
         ``"blend"``: 2..max_galaxies galaxies placed around the centre with
-        controlled overlap. ``"field"`` is reserved for the field mode.
+        controlled overlap. ``"field"``: a patch of simulated sky, its blends
+        come out of the number counts (see :mod:`deblendkit.field` and the
+        ``field_*`` options).
     min_galaxies, max_galaxies : int
         Number of galaxies per blend, drawn uniformly in [min, max].
     separation_range : (float, float)
@@ -101,7 +113,30 @@ class SimConfig:
     min_separation : float
         Minimum distance between two galaxy centres, pixels.
     edge_margin : int
-        Galaxy centres stay at least this many pixels from the stamp edge.
+        Galaxy centres stay at least this many pixels from the stamp edge
+        (blend mode).
+
+    Field mode
+    ----------
+    field_count_density : float
+        Galaxies per arcmin^2 brighter than 25 in the reference band; the
+        cumulative counts are ``field_count_density x 10^(count_slope (m - 25))``
+        (46 and 0.31: LSST Science Book eq. 3.7).
+    field_bright_limit, field_faint_limit : float
+        Reference-band magnitudes of the brightest and faintest galaxies drawn
+        (every one is rendered into the blend).
+    label_limit : float
+        Galaxies brighter than this, with their centre in the stamp, are
+        labelled (up to ``max_galaxies``, brightest first); the others are
+        unlabelled light (``labelled = 0``, ``slot = -1`` in the truth table).
+    field_margin : float
+        Width of the band around the stamp where galaxies are also drawn, so
+        that neighbours just outside spill light into it, arcsec.
+    field_min_labelled : int
+        A scene with fewer labelled galaxies is redrawn from the next
+        seed-sequence child of its blend (see :mod:`deblendkit.field`).
+    field_max_tries : int
+        Draws per blend before giving up with an error.
 
     Population (reference band)
     ---------------------------
@@ -150,6 +185,14 @@ class SimConfig:
     separation_range: tuple[float, float] = (0.5, 5.0)
     min_separation: float = 2.0
     edge_margin: int = 8
+
+    field_count_density: float = 46.0
+    field_bright_limit: float = 18.0
+    field_faint_limit: float = 27.0
+    label_limit: float = 25.3
+    field_margin: float = 4.0
+    field_min_labelled: int = 2
+    field_max_tries: int = 100
 
     mag_range: tuple[float, float] = (19.0, 25.3)
     count_slope: float = 0.31
@@ -245,11 +288,44 @@ class SimConfig:
                 raise ConfigError(
                     f"fft_size must be >= stamp_size={self.stamp_size}, got {self.fft_size}"
                 )
+        self._check_field()
         if self.catalog is not None:
             if not isinstance(self.catalog, str):
                 raise ConfigError(f"catalog must be a file path, got {self.catalog!r}")
             if not os.path.isfile(self.catalog):
                 raise ConfigError(f"catalog file {self.catalog!r} does not exist")
+
+    def _check_field(self) -> None:
+        """Validate the ``field_*`` options (checked in every mode)."""
+        _positive("field_count_density", self.field_count_density)
+        _positive("field_margin", self.field_margin, allow_zero=True)
+        _positive("field_min_labelled", self.field_min_labelled, integer=True)
+        _positive("field_max_tries", self.field_max_tries, integer=True)
+        for name in ("field_bright_limit", "field_faint_limit", "label_limit"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 10.0 <= v <= 35.0:
+                raise ConfigError(f"{name} must be a magnitude in [10, 35], got {v!r}")
+        if not self.field_bright_limit < self.label_limit <= self.field_faint_limit:
+            raise ConfigError(
+                "field mode needs field_bright_limit < label_limit <= field_faint_limit, got "
+                f"{self.field_bright_limit} / {self.label_limit} / {self.field_faint_limit}"
+            )
+        if self.field_min_labelled > self.max_galaxies:
+            raise ConfigError(
+                f"field_min_labelled must be in [1, max_galaxies={self.max_galaxies}], "
+                f"got {self.field_min_labelled}"
+            )
+        if self.mode == "field":
+            if self.count_slope <= 0:
+                raise ConfigError(
+                    f"count_slope must be > 0 in field mode (the counts rise with magnitude), "
+                    f"got {self.count_slope}"
+                )
+            if self.catalog is not None:
+                raise ConfigError(
+                    "catalog is not supported in field mode (it draws the parametric population "
+                    f"from the number counts); got catalog={self.catalog!r} with mode='field'"
+                )
 
     # -- derived ---------------------------------------------------------
     @property
@@ -327,4 +403,7 @@ def load_config(path: str) -> SimConfig:
             raise ConfigError(f"config file {path!r} must end in .json or .toml")
     except (json.JSONDecodeError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"config file {path!r} could not be parsed: {exc}") from None
-    return SimConfig.from_dict(d)
+    try:
+        return SimConfig.from_dict(d)
+    except ConfigError as exc:
+        raise ConfigError(f"config file {path!r}: {exc}") from None

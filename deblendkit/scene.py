@@ -120,7 +120,7 @@ def truth_columns(bands) -> list[str]:
     cols += [f"flux_{b}" for b in bands] + [f"mag_{b}" for b in bands]
     cols += [f"stamp_flux_{b}" for b in bands]
     cols += ["hlr_disk", "hlr_bulge", "e1", "e2", "bulge_fraction", "redshift",
-             "sed_bulge", "sed_disk", "blendedness", "snr", "labelled"]
+             "sed_bulge", "sed_disk", "blendedness", "snr", "labelled", "contamination"]
     return cols
 
 
@@ -174,6 +174,10 @@ def scene_parameters(config: SimConfig, *, seed: int, split: str, index: int) ->
 
 def simulate_blend(config: SimConfig, *, seed: int, split: str, index: int) -> BlendSample:
     """Simulate blend ``index`` of ``split``: deterministic in (config, seed, split, index)."""
+    from . import field  # field imports this module
+
+    if config.mode == "field":
+        return field.simulate_field_blend(config, seed=seed, split=split, index=index)
     p = scene_parameters(config, seed=seed, split=split, index=index)
     gals, pos, psfs, flux_bulge, flux_disk, rng = (
         p.galaxies, p.positions, p.psfs, p.flux_bulge, p.flux_disk, p.rng)
@@ -208,6 +212,7 @@ def simulate_blend(config: SimConfig, *, seed: int, split: str, index: int) -> B
     flux = flux_bulge + flux_disk
     stamp_flux = iso.sum(axis=(-2, -1))
     snr = np.sqrt(np.einsum("kchw,kchw->k", iso, iso / variance[None]))
+    cb = bands.index(field.contamination_band(config))
     truth = {
         "blend_index": np.full(n, index, dtype=np.int64),
         "slot": np.arange(n, dtype=np.int16),
@@ -224,6 +229,7 @@ def simulate_blend(config: SimConfig, *, seed: int, split: str, index: int) -> B
         bulge_fraction=gals.bulge_fraction, redshift=gals.redshift,
         sed_bulge=gals.sed_bulge.astype(np.int16), sed_disk=gals.sed_disk.astype(np.int16),
         blendedness=blendedness(iso), snr=snr, labelled=np.ones(n, dtype=np.int8),
+        contamination=field.contamination(iso[:, cb], scene[cb], float(sigma_sky[cb])),
     )
     return BlendSample(
         blend=noisy.astype(np.float32),

@@ -131,6 +131,7 @@ def test_truth_dtype_columns_and_types():
         ["blend_index", "slot", "x", "y", "flux_g", "flux_r", "mag_g", "mag_r"]
         + ["stamp_flux_g", "stamp_flux_r", "hlr_disk", "hlr_bulge", "e1", "e2"]
         + ["bulge_fraction", "redshift", "sed_bulge", "sed_disk", "blendedness", "snr", "labelled"]
+        + ["contamination"]
     )
     assert list(dt.names) == expected
     assert dt["blend_index"] == np.int64
@@ -412,8 +413,11 @@ def test_other_schema_version(tmp_path):
     path = tmp_path / "a.h5"
     write_fake_file(path)
     with h5py.File(path, "a") as f:
-        f.attrs["schema_version"] = 2
-    with pytest.raises(DataFileError, match=r"a\.h5 has schema_version 2; this kit reads 1"):
+        f.attrs["schema_version"] = SCHEMA_VERSION + 1
+    with pytest.raises(
+        DataFileError,
+        match=rf"a\.h5 has schema_version {SCHEMA_VERSION + 1}; this kit reads {SCHEMA_VERSION}",
+    ):
         read_dataset(path)
 
 
