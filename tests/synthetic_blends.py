@@ -155,6 +155,7 @@ def make_synthetic_blends(
     hlr_range: tuple[float, float] = (0.25, 1.0),
     max_shear: float = 0.4,
     noise_range: tuple[float, float] = (200.0, 600.0),
+    gain: float | None = None,
     psf_size: int = 25,
     pixel_scale: float = 0.2,
 ) -> tuple[FakeBlendSet, np.ndarray]:
@@ -194,6 +195,10 @@ def make_synthetic_blends(
         Largest reduced shear |g| of the galaxy ellipses.
     noise_range : (float, float)
         Background noise sigma per band, ADU per pixel, drawn uniform.
+    gain : float or None
+        Electrons per ADU: with noise, the pixel variance is
+        ``noise_sigma**2 + max(signal, 0) / gain`` (ADU^2), the sources'
+        Poisson term as in the challenge data; None leaves it out.
     psf_size : int
         P, odd size of the PSF stamps, pixels.
     pixel_scale : float
@@ -215,6 +220,8 @@ def make_synthetic_blends(
         raise ConfigError(f"n_galaxies must lie in [0, {max_galaxies}], got {n_galaxies}")
     if n_galaxies is None and not 1 <= min_galaxies <= max_galaxies:
         raise ConfigError(f"min_galaxies must lie in [1, {max_galaxies}], got {min_galaxies}")
+    if gain is not None and not gain > 0:
+        raise ConfigError(f"gain must be > 0 electrons per ADU or None, got {gain}")
     if psf_size % 2 != 1:
         raise ConfigError(f"psf_size must be odd, got {psf_size}")
     unknown = set(profiles) - {"gaussian", "exponential"}
@@ -267,7 +274,10 @@ def make_synthetic_blends(
                 ).array
         blend[i] = y[i].sum(axis=0)
         if noise:
-            blend[i] += (rng.normal(size=(c, s, s)) * sigma[i, :, None, None]).astype(np.float32)
+            var = np.broadcast_to(sigma[i, :, None, None].astype(np.float64) ** 2, (c, s, s))
+            if gain is not None:
+                var = var + np.maximum(blend[i], 0.0) / gain
+            blend[i] += (rng.normal(size=(c, s, s)) * np.sqrt(var)).astype(np.float32)
 
     X = FakeBlendSet(
         blend=blend,
