@@ -217,7 +217,7 @@ class SimConfig:
         if survey is None:
             raise ConfigError(f"survey must be a survey name (str), got {self.survey!r}")
         if self.bands is not None:
-            if isinstance(self.bands, str) or not all(isinstance(b, str) for b in self.bands):
+            if not isinstance(self.bands, (tuple, list)) or not all(isinstance(b, str) for b in self.bands):
                 raise ConfigError(f"bands must be a list of band names, got {self.bands!r}")
             object.__setattr__(self, "bands", tuple(self.bands))
             if len(self.bands) == 0:
@@ -231,6 +231,9 @@ class SimConfig:
         for name in ("stamp_size", "psf_size", "min_galaxies", "max_galaxies"):
             _positive(name, getattr(self, name), integer=True)
         _positive("edge_margin", self.edge_margin, integer=True, allow_zero=True)
+        for name, hi in (("stamp_size", 1024), ("psf_size", 255), ("max_galaxies", 64)):
+            if getattr(self, name) > hi:
+                raise ConfigError(f"{name} must be <= {hi}, got {getattr(self, name)!r}")
         if self.max_galaxies < 2:
             raise ConfigError(f"max_galaxies must be >= 2 (a blend has 2 or more galaxies), got {self.max_galaxies}")
         if self.min_galaxies < 1 or self.min_galaxies > self.max_galaxies:
@@ -262,6 +265,13 @@ class SimConfig:
                 raise ConfigError(f"{name} must be a finite number, got {v!r}")
         if self.moffat_beta <= 1.1 and self.psf_model == "moffat":
             raise ConfigError(f"moffat_beta must be > 1.1, got {self.moffat_beta}")
+        # Upper bounds: beyond them the physics is meaningless and GalSim's FFTs explode.
+        for name, hi in (("exposure_fraction", 1e3), ("moffat_beta", 100.0), ("seeing_scatter", 0.5),
+                         ("size_scatter", 2.0), ("ellipticity_sigma", 10.0), ("max_redshift", 10.0)):
+            if getattr(self, name) > hi:
+                raise ConfigError(f"{name} must be <= {hi:g}, got {getattr(self, name)!r}")
+        if self.exposure_fraction < 1e-4:
+            raise ConfigError(f"exposure_fraction must be >= 1e-4, got {self.exposure_fraction!r}")
         if self.psf_model not in PSF_MODELS:
             raise ConfigError(f"psf_model must be one of {list(PSF_MODELS)}, got {self.psf_model!r}")
         if self.noise not in NOISE_MODELS:
@@ -270,12 +280,17 @@ class SimConfig:
             raise ConfigError(f"mode must be one of {list(MODES)}, got {self.mode!r}")
         _interval("separation_range", self.separation_range, 0.0, 100.0)
         _interval("mag_range", self.mag_range, 10.0, 35.0)
-        _interval("hlr_range", self.hlr_range, 1e-3, 100.0)
+        _interval("hlr_range", self.hlr_range, 1e-3, 5.0)
         if self.hlr_range[0] <= 0:
             raise ConfigError(f"hlr_range must be > 0 arcsec, got {self.hlr_range}")
         _interval("bulge_size_ratio", self.bulge_size_ratio, 0.01, 10.0)
         for name in ("separation_range", "mag_range", "hlr_range", "bulge_size_ratio"):
-            object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
+            # + 0.0 turns -0.0 into 0.0 (numpy refuses uniform(0.0, -0.0))
+            object.__setattr__(self, name, tuple(float(v) + 0.0 for v in getattr(self, name)))
+        for name in ("bulge_dominated_fraction", "ellipticity_max"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ConfigError(f"{name} must be a finite number, got {v!r}")
         if not (0.0 <= self.bulge_dominated_fraction <= 1.0):
             raise ConfigError(
                 f"bulge_dominated_fraction must be in [0, 1], got {self.bulge_dominated_fraction!r}"
@@ -284,6 +299,8 @@ class SimConfig:
             raise ConfigError(f"ellipticity_max must be in (0, 1), got {self.ellipticity_max!r}")
         if self.fft_size is not None:
             _positive("fft_size", self.fft_size, integer=True)
+            if self.fft_size > 8192:
+                raise ConfigError(f"fft_size must be <= 8192, got {self.fft_size!r}")
             if self.fft_size < self.stamp_size:
                 raise ConfigError(
                     f"fft_size must be >= stamp_size={self.stamp_size}, got {self.fft_size}"

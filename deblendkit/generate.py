@@ -1,10 +1,20 @@
 """Generate a data split: chunks of blends simulated in parallel, written atomically.
 
 The unit of work is :func:`simulate_chunk` (blends ``[start, stop)`` of a split),
-a pure function of ``(config, seed, split, start, stop)``: the local process pool
-runs it here and a Dask cluster can run the very same function, and since
-every blend has its own seed-sequence child the bytes do not depend on the
-number of workers or the chunk size.
+a pure function of ``(config, seed, split, start, stop)``: this process, a local
+process pool or a Dask cluster runs the very same function, and since every
+blend has its own seed-sequence child the bytes do not depend on the number of
+workers, the scheduler or the chunk size.
+
+Every chunk goes through a checksummed chunk file in a work directory beside
+the output (:mod:`deblendkit.distributed`), checked and compressed by the
+worker that made it; one assembly step then copies the compressed chunks, in
+chunk order, into the final file with :class:`~deblendkit.io.DatasetWriter`
+(temporary file, then an atomic rename). So a run that is killed leaves no
+partial output, and running the same command again resumes from the chunks
+that are complete instead of starting over. With the same chunk order and
+``created`` time (set ``SOURCE_DATE_EPOCH`` to fix it) two runs give the same
+file, byte for byte, whatever ran the chunks.
 """
 from __future__ import annotations
 
@@ -12,7 +22,6 @@ import json
 import logging
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
@@ -21,12 +30,13 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .config import SimConfig
-from .errors import ConfigError
-from .io import DatasetWriter, truth_dtype
-from .scene import simulate_blend
+from .errors import ConfigError, DataFileError
+from .io import DatasetWriter, remove_stale_temp_files, truth_dtype
+from .scene import simulate_blend, split_code
 from .seds import SED_NAMES, colour_table
 
-__all__ = ["Chunk", "simulate_chunk", "generate_split", "split_attrs", "package_versions"]
+__all__ = ["Chunk", "simulate_chunk", "generate_split", "split_attrs", "package_versions", "chunk_bounds",
+           "created_time"]
 
 log = logging.getLogger(__name__)
 
@@ -57,13 +67,15 @@ def simulate_chunk(config: SimConfig, seed: int, split: str, start: int, stop: i
         "n_galaxies": np.array([s.n_galaxies for s in samples], dtype=np.int32),
     }
     dtype = truth_dtype(config.band_names)
-    n_rows = sum(s.n_galaxies for s in samples)
+    # One truth row per galaxy in the scene: in field mode that includes the
+    # unlabelled faint galaxies, so count rows, not n_galaxies (the labelled ones).
+    n_rows = sum(len(s.truth["blend_index"]) for s in samples)
     truth = np.zeros(n_rows, dtype=dtype)
     row = 0
     for s in samples:
         for name in dtype.names:
-            truth[name][row: row + s.n_galaxies] = s.truth[name]
-        row += s.n_galaxies
+            truth[name][row: row + len(s.truth["blend_index"])] = s.truth[name]
+        row += len(s.truth["blend_index"])
     return Chunk(start=start, arrays=arrays, truth=truth)
 
 
@@ -76,6 +88,26 @@ def package_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:  # pragma: no cover - not installed
             out[name] = "unknown"
     return out
+
+
+def created_time() -> str:
+    """ISO time (UTC, seconds) for the ``created`` attribute.
+
+    ``SOURCE_DATE_EPOCH`` (seconds since 1970, the reproducible-builds
+    convention), when set, replaces the current time so that two runs can give
+    byte-identical files.
+    """
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    if epoch:
+        try:
+            when = datetime.fromtimestamp(int(epoch), tz=timezone.utc)
+        except (ValueError, OverflowError, OSError):
+            raise ConfigError(
+                f"SOURCE_DATE_EPOCH must be an integer number of seconds since 1970, got {epoch!r}"
+            ) from None
+    else:
+        when = datetime.now(timezone.utc)
+    return when.isoformat(timespec="seconds")
 
 
 def split_attrs(config: SimConfig, *, seed: int, split: str) -> dict:
@@ -95,7 +127,7 @@ def split_attrs(config: SimConfig, *, seed: int, split: str) -> dict:
         "versions": json.dumps(package_versions(), sort_keys=True),
         "sed_names": list(SED_NAMES),
         "survey": config.survey,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": created_time(),
     }
 
 
@@ -115,8 +147,16 @@ def generate_split(
     chunk_size: int = 16,
     overwrite: bool = False,
     progress: bool = True,
+    scheduler=None,
+    work_dir: str | os.PathLike | None = None,
+    resume: bool = True,
+    keep_chunks: bool = False,
 ) -> dict:
     """Simulate ``n_blends`` blends of ``split`` and write them to ``path``.
+
+    Chunks are simulated into checksummed chunk files (in this process, a
+    process pool or on Dask), then assembled in order into ``path``; see the
+    module docstring and :mod:`deblendkit.distributed`.
 
     Parameters
     ----------
@@ -125,57 +165,117 @@ def generate_split(
     split : "train", "test", "train_mini" or "test_mini" (selects the seed stream).
     n_blends : number of blends, >= 1.
     seed : master seed (int >= 0).
-    n_jobs : worker processes (1 = in this process).
-    chunk_size : blends per task.
+    n_jobs : worker processes of the local pool (1 = in this process); with a
+        local Dask cluster (``scheduler="local"``), its number of workers.
+    chunk_size : blends per task (and per chunk file).
     overwrite : replace an existing file.
     progress : show a tqdm progress bar.
+    scheduler : None (local), ``"local"`` (a Dask LocalCluster of ``n_jobs``
+        processes), a Dask scheduler address (``"tcp://host:8786"``) or a
+        :class:`distributed.Client`. The chunk files must then be on a
+        filesystem the workers share.
+    work_dir : where the chunk directories go (default ``_chunks`` beside ``path``).
+    resume : reuse the complete chunks of an interrupted run with the same
+        config, seed, split and package versions (verified by SHA-256).
+    keep_chunks : keep the chunk files after the final file is written.
 
     Returns
     -------
-    dict with ``n_blends``, ``n_galaxies``, ``blendedness`` (array), ``seconds``, ``bytes``.
+    dict with ``path``, ``n_blends``, ``n_galaxies``, ``blendedness`` (array),
+    ``seconds``, ``bytes`` and the chunk bookkeeping ``chunks`` (total),
+    ``chunks_reused`` (complete from an earlier run), ``chunks_redone``
+    (corrupt, simulated again at assembly), ``chunk_bytes`` (size of the chunk
+    files, the temporary disk space), ``simulate_seconds``, ``assemble_seconds``.
+
+    Raises
+    ------
+    ConfigError
+        A bad argument, or an unreachable Dask scheduler.
+    OutputExistsError
+        ``path`` exists and ``overwrite`` is false (checked before any work).
+    DataFileError
+        The output or chunk directory cannot be written.
+    DeblendKitError
+        A worker failed; the completed chunks are kept for a rerun.
     """
+    from .distributed import ChunkStore, dask_client, is_dask_client, run_chunks, simulate_to_store
+
     for name, value in (("n_blends", n_blends), ("n_jobs", n_jobs), ("chunk_size", chunk_size)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ConfigError(f"seed must be an integer >= 0, got {seed!r}")
-    # Build the cached colour table once, before workers fork, so they inherit it.
-    colour_table(config.survey, config.band_names, config.ref_band)
+    if not isinstance(config, SimConfig):
+        raise ConfigError(f"config must be a SimConfig, got {type(config).__name__}")
+    split_code(split)  # an unknown split is refused before anything is written
     t0 = time.perf_counter()
-    bounds = chunk_bounds(int(n_blends), int(chunk_size))
-    blendedness = []
-    n_gal = 0
+    n_blends, seed = int(n_blends), int(seed)
     writer = DatasetWriter(
-        path, n_blends=int(n_blends), bands=config.band_names, max_galaxies=config.max_galaxies,
+        path, n_blends=n_blends, bands=config.band_names, max_galaxies=config.max_galaxies,
         stamp_size=config.stamp_size, psf_size=config.psf_size,
         attrs=split_attrs(config, seed=seed, split=split), overwrite=overwrite,
     )
-    bar = tqdm(total=int(n_blends), desc=f"{split}", unit="blend", disable=not progress, leave=False)
-    with writer:
-        def consume(chunk: Chunk) -> None:
-            nonlocal n_gal
-            writer.write(chunk.start, truth_rows=chunk.truth, **chunk.arrays)
-            blendedness.append(chunk.truth["blendedness"])
-            n_gal += len(chunk.truth)
-            bar.update(len(chunk))
+    writer.check_target()  # refuse an existing file before any work
+    remove_stale_temp_files(path)
+    # Build the cached colour table once, before workers fork, so they inherit it.
+    colour_table(config.survey, config.band_names, config.ref_band)
+    bounds = chunk_bounds(n_blends, int(chunk_size))
+    store = ChunkStore.for_output(path, config=config, seed=seed, split=split, work_dir=work_dir)
+    store.prepare(resume=resume)
+    complete = set(store.complete_bounds(bounds))
+    todo = [b for b in bounds if b not in complete]
+    if complete:
+        log.info("%s: resuming, %d of %d chunks already complete (verified by sha256)",
+                 path, len(complete), len(bounds))
+    bar = tqdm(total=n_blends, desc=f"{split}", unit="blend", disable=not progress, leave=False)
+    bar.update(sum(b - a for a, b in complete))
 
-        if n_jobs == 1 or len(bounds) == 1:
-            for a, b in bounds:
-                consume(simulate_chunk(config, seed, split, a, b))
-        else:
-            with ProcessPoolExecutor(max_workers=int(n_jobs)) as pool:
-                futures = [pool.submit(simulate_chunk, config, seed, split, a, b) for a, b in bounds]
-                for fut in as_completed(futures):
-                    consume(fut.result())
+    def on_done(info) -> None:
+        bar.update(info.stop - info.start)
+
+    if scheduler is None:
+        run_chunks(store, config, seed=seed, split=split, bounds=todo, n_jobs=int(n_jobs), on_done=on_done)
+        how = "this process" if n_jobs == 1 or len(todo) <= 1 else f"{n_jobs} local processes"
+    else:
+        with dask_client(scheduler, n_workers=int(n_jobs)) as client:
+            run_chunks(store, config, seed=seed, split=split, bounds=todo, client=client, on_done=on_done)
+            how = "Dask" if is_dask_client(scheduler) else f"Dask ({scheduler})"
     bar.close()
+    t_sim = time.perf_counter() - t0
+    chunk_bytes = store.nbytes()
+
+    # Assembly: chunk order, so the file layout does not depend on who ran what.
+    blendedness = []
+    n_gal = 0
+    redone = 0
+    with writer:
+        for a, b in bounds:
+            if not store.verify(a, b):  # damaged since it was written: simulate it again here
+                redone += 1
+                simulate_to_store(store, config, seed, split, a, b)
+                if not store.verify(a, b):  # pragma: no cover - the disk loses what it was just given
+                    raise DataFileError(f"chunk [{a}, {b}) of {path} cannot be read back from {store.directory}")
+            # The compressed chunks are copied as they are: no second compression here.
+            truth = writer.copy_rows(store.chunk_path(a, b))
+            labelled = truth["labelled"] == 1
+            blendedness.append(truth["blendedness"][labelled])
+            n_gal += int(labelled.sum())
+    if not keep_chunks:
+        store.remove()
     seconds = time.perf_counter() - t0
     size = os.path.getsize(path)
-    log.info("%s: %d blends, %d galaxies, %.1f s, %.1f MB", path, n_blends, n_gal, seconds, size / 1e6)
+    log.info("%s: %d blends, %d galaxies, %.1f s (%s), %.1f MB", path, n_blends, n_gal, seconds, how, size / 1e6)
     return {
         "path": str(path),
-        "n_blends": int(n_blends),
+        "n_blends": n_blends,
         "n_galaxies": int(n_gal),
         "blendedness": np.concatenate(blendedness) if blendedness else np.zeros(0),
         "seconds": seconds,
         "bytes": size,
+        "chunks": len(bounds),
+        "chunks_reused": len(complete),
+        "chunks_redone": redone,
+        "chunk_bytes": int(chunk_bytes),
+        "simulate_seconds": t_sim,
+        "assemble_seconds": seconds - t_sim,
     }

@@ -1,4 +1,4 @@
-"""Writing and reading the challenge's HDF5 data files (schema version 1).
+"""Writing and reading the challenge's HDF5 data files (schema version 2).
 
 The layout is the contract in ``data/README.md``: per-blend datasets ``blend``
 (N, C, H, W), ``isolated`` (N, K, C, H, W), ``psf`` (N, C, P, P), ``noise_sigma``
@@ -6,8 +6,12 @@ The layout is the contract in ``data/README.md``: per-blend datasets ``blend``
 with one row per galaxy, and root attributes (``schema_version``, ``kit``,
 ``bands``, ``pixel_scale``, ...). Every dataset is chunked (one blend per chunk for
 the per-blend ones), gzip-compressed with the shuffle filter and protected by
-HDF5's fletcher32 checksum, so a flipped bit or a truncated file is an error on
-read, never silently wrong data.
+HDF5's fletcher32 checksum. Files are written in the HDF5 1.10 format, whose
+metadata (object headers, chunk indexes) carries checksums too, the root
+attributes are covered by a SHA-256 stored in the ``attrs_sha256`` attribute,
+and string attributes are fixed-length UTF-8 (no variable-length data, so no
+unchecksummed HDF5 global heap, whose damage can make the library hang), so a
+flipped bit or a truncated file is an error on read, never silently wrong data.
 
 Writing goes through :class:`DatasetWriter`, which fills a temporary file next to
 the target and moves it into place atomically on success. Reading goes through
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import hashlib
 import json
 import logging
 import numbers
@@ -48,12 +53,17 @@ __all__ = [
     "validate_file",
     "read_dataset",
     "read_batches",
+    "LazyRows",
+    "write_rows_file",
+    "remove_stale_temp_files",
+    "attrs_digest",
 ]
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
-"""Version of the file layout this module writes and reads."""
+SCHEMA_VERSION = 2
+"""Version of the file layout this module writes and reads (2: ``contamination`` column;
+version-1 files are refused with a DataFileError asking to regenerate them)."""
 
 KIT_NAME = "deblendkit"
 """Value of the ``kit`` root attribute that marks a file as ours."""
@@ -84,7 +94,12 @@ _GZIP_LEVEL = 4
 _TRUTH_CHUNK_ROWS = 4096
 # Upper bound of the temporary buffer used to read scattered rows (bytes).
 _READ_BLOCK_BYTES = 16 * 2**20
-_RESERVED_ATTRS = ("schema_version", "kit")
+_RESERVED_ATTRS = ("schema_version", "kit", "attrs_sha256")
+#: HDF5 file-format bounds of written files: the 1.10 format checksums its metadata.
+_LIBVER = ("v110", "v110")
+#: h5py errors that mean "this file is damaged" (metadata checksum failures surface
+#: as KeyError / RuntimeError from h5py, data checksum failures as OSError).
+_H5_ERRORS = (OSError, KeyError, RuntimeError)
 _REGENERATE_HINT = "regenerate it with `python prepare_data.py --overwrite`"
 
 
@@ -125,7 +140,8 @@ def truth_dtype(bands: Sequence[str]) -> np.dtype:
         ``stamp_flux_<band>`` (ADU) for every band (float64), ``hlr_disk``,
         ``hlr_bulge`` (arcsec), ``e1``, ``e2``, ``bulge_fraction``, ``redshift``
         (float64), ``sed_bulge``, ``sed_disk`` (int16), ``blendedness``, ``snr``
-        (float64) and ``labelled`` (int8). See ``data/README.md``.
+        (float64), ``labelled`` (int8) and ``contamination`` (float64). See
+        ``data/README.md``.
     """
     bands = _check_bands(bands)
     f8, i2 = np.float64, np.int16
@@ -149,6 +165,7 @@ def truth_dtype(bands: Sequence[str]) -> np.dtype:
         ("blendedness", f8),
         ("snr", f8),
         ("labelled", np.int8),
+        ("contamination", f8),
     ]
     return np.dtype(fields)
 
@@ -228,6 +245,50 @@ def _decode_attr(value: Any) -> Any:
     return value
 
 
+def _store_attr(attrs: h5py.AttributeManager, name: str, value: Any) -> None:
+    """Set a root attribute; strings as fixed-length UTF-8.
+
+    Fixed-length strings live in the (checksummed) object header. Variable-length
+    ones, h5py's default for ``str``, live in HDF5's global heap, which has no
+    checksum: one flipped bit in an object's length there makes the HDF5 library
+    loop forever when the attribute is read (found by flipping every bit of a
+    small file). h5py reads these attributes back as ``numpy.bytes_``;
+    :func:`_decode_attr` turns them into ``str``.
+    """
+    if isinstance(value, str):
+        data = value.encode("utf-8")
+        attrs.create(name, data=np.array(data, dtype=h5py.string_dtype("utf-8", max(1, len(data)))))
+    else:
+        attrs[name] = value
+
+
+def _canonical_attr(value: Any) -> Any:
+    """A stored attribute value as plain JSON-able Python (for the digest)."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="surrogateescape")
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value
+
+
+def attrs_digest(attrs: Mapping[str, Any]) -> str:
+    """SHA-256 (hex) of root attributes as stored, ``attrs_sha256`` itself left out.
+
+    The attributes are serialised as canonical JSON (sorted names, numpy scalars
+    as Python numbers, floats written exactly), so the digest of the values read
+    back from a file equals the digest of the values written.
+    """
+    items = {
+        str(name): _canonical_attr(value)
+        for name, value in attrs.items()
+        if name != "attrs_sha256"
+    }
+    text = json.dumps(items, sort_keys=True, default=_json_default, allow_nan=True)
+    return hashlib.sha256(text.encode("utf-8", errors="surrogateescape")).hexdigest()
+
+
 # --------------------------------------------------------------------------
 # Writer
 # --------------------------------------------------------------------------
@@ -237,6 +298,183 @@ def _positive_int(name: str, value: Any, *, odd: bool = False) -> int:
     if odd and value % 2 == 0:
         raise ConfigError(f"{name} must be odd (the PSF is centred on a pixel), got {value}")
     return int(value)
+
+
+def _dataset_options(shape: tuple[int, ...]) -> dict[str, Any]:
+    """Creation options of a per-blend dataset: one blend per chunk, gzip + shuffle, fletcher32."""
+    return dict(
+        chunks=(1,) + tuple(shape[1:]),
+        compression="gzip",
+        compression_opts=_GZIP_LEVEL,
+        shuffle=True,
+        fletcher32=True,
+    )
+
+
+def _row_shapes(n: int, k: int, c: int, s: int, p: int) -> dict[str, tuple[int, ...]]:
+    return {
+        "blend": (n, c, s, s),
+        "isolated": (n, k, c, s, s),
+        "psf": (n, c, p, p),
+        "noise_sigma": (n, c),
+        "centers": (n, k, 2),
+        "n_galaxies": (n,),
+    }
+
+
+def _coerce_rows(shapes: Mapping[str, tuple[int, ...]], given: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """The given arrays with the expected shapes, as the contract's dtypes (ConfigError otherwise)."""
+    arrays: dict[str, np.ndarray] = {}
+    for name, want in shapes.items():
+        arr = np.asarray(given[name])
+        if arr.shape != want:
+            raise ConfigError(f"{name} must have shape {want}, got {arr.shape}")
+        kind = "iu" if name == "n_galaxies" else "fiu"
+        if arr.dtype.kind not in kind:
+            raise ConfigError(f"{name} must be numeric, got dtype {arr.dtype}")
+        arrays[name] = arr.astype(_DTYPES[name], copy=False)
+    return arrays
+
+
+def _check_pixels(start: int, arrays: Mapping[str, np.ndarray], k: int) -> None:
+    """Every pixel finite; empty slots of ``isolated`` all zero (ConfigError naming the blend)."""
+    n = arrays["blend"].shape[0]
+    for name in ("blend", "isolated", "psf", "noise_sigma"):
+        arr = arrays[name]
+        if not np.isfinite(arr.sum(dtype=np.float64)) and not np.isfinite(arr).all():
+            bad_rows = ~np.isfinite(arr.reshape(n, -1)).all(axis=1)
+            i = int(np.flatnonzero(bad_rows)[0])
+            count = int((~np.isfinite(arr[i])).sum())
+            raise ConfigError(
+                f"{name} of blend {start + i} has {count} NaN or inf value(s); every pixel must "
+                "be finite (an overflow in the simulation? check the config's ranges)"
+            )
+    n_gal = arrays["n_galaxies"]
+    filled = np.arange(k)[None, :] < n_gal[:, None]  # (n, K)
+    empty_nonzero = (arrays["isolated"] != 0).any(axis=(2, 3, 4)) & ~filled
+    if empty_nonzero.any():
+        i, slot = (int(v) for v in np.argwhere(empty_nonzero)[0])
+        raise ConfigError(
+            f"isolated image of blend {start + i} slot {slot} is not zero, but the blend "
+            f"has n_galaxies = {int(n_gal[i])} (empty slots must be all zeros)"
+        )
+
+
+def _check_bookkeeping(start: int, n_gal: np.ndarray, centers: np.ndarray, truth: np.ndarray, k: int,
+                       *, pixels: Mapping[str, np.ndarray] | None = None) -> None:
+    """n_galaxies in range, the NaN pattern of centers, (the pixels,) truth rows matching the slots."""
+    n = n_gal.shape[0]
+    bad = np.flatnonzero((n_gal < 0) | (n_gal > k))
+    if bad.size:
+        i = int(bad[0])
+        raise ConfigError(
+            f"n_galaxies of blend {start + i} is {int(n_gal[i])}; allowed 0..{k}"
+        )
+    filled = np.arange(k)[None, :] < n_gal[:, None]  # (n, K)
+    finite = np.isfinite(centers).all(axis=-1)
+    nan = np.isnan(centers).all(axis=-1)
+    bad_blend = (filled & ~finite) | (~filled & ~nan)
+    if bad_blend.any():
+        i, slot = (int(v) for v in np.argwhere(bad_blend)[0])
+        raise ConfigError(
+            f"centers of blend {start + i} slot {slot} is {centers[i, slot]}; "
+            f"expected finite (x, y) in slots < n_galaxies = {int(n_gal[i])} and NaN after"
+        )
+    if pixels is not None:
+        _check_pixels(start, pixels, k)
+    index = truth["blend_index"]
+    outside = (index < start) | (index >= start + n)
+    if outside.any():
+        raise ConfigError(
+            f"truth_rows has blend_index {int(index[outside][0])}, outside the rows "
+            f"[{start}, {start + n}) written"
+        )
+    labelled = truth[truth["labelled"] != 0]
+    local = labelled["blend_index"] - start
+    slots = labelled["slot"].astype(np.int64)
+    bad = np.flatnonzero((slots < 0) | (slots >= n_gal[local]))
+    if bad.size:
+        j = int(bad[0])
+        raise ConfigError(
+            f"truth row of blend {int(labelled['blend_index'][j])} has slot {int(slots[j])}; "
+            f"allowed 0..{int(n_gal[local[j]]) - 1} (n_galaxies = {int(n_gal[local[j]])})"
+        )
+    keys = np.sort(local * k + slots)
+    dup = keys[1:][np.diff(keys) == 0]
+    if dup.size:
+        raise ConfigError(
+            f"blend {start + int(dup[0] // k)} has two labelled truth rows for slot "
+            f"{int(dup[0] % k)}; each slot 0..n_galaxies-1 needs exactly one row"
+        )
+    counts = np.bincount(local, minlength=n)
+    wrong = np.flatnonzero(counts != n_gal)
+    if wrong.size:
+        i = int(wrong[0])
+        raise ConfigError(
+            f"blend {start + i} has {int(counts[i])} labelled truth rows for "
+            f"n_galaxies = {int(n_gal[i])}; each slot 0..n_galaxies-1 needs exactly one row"
+        )
+
+
+_ROWS_KIT = KIT_NAME + "-rows"
+
+
+def write_rows_file(
+    path: str | os.PathLike,
+    start: int,
+    *,
+    bands: Sequence[str],
+    max_galaxies: int,
+    arrays: Mapping[str, Any],
+    truth_rows: np.ndarray | pd.DataFrame,
+) -> None:
+    """Write blend rows to a standalone *rows file* (HDF5) for :meth:`DatasetWriter.copy_rows`.
+
+    The rows are checked as :meth:`DatasetWriter.write` checks them (shapes,
+    finite pixels, zero empty slots, centres, truth rows) and stored with the
+    final file's chunking and filters (one blend per chunk, gzip + shuffle,
+    fletcher32), so that assembling a data file copies the compressed chunks as
+    they are instead of compressing them again: the compression happens where
+    the rows are made (a worker), not in the serial assembly.
+
+    Parameters
+    ----------
+    path : the rows file (written directly; make it atomic around this call).
+    start : index of the first blend in the final file.
+    bands : band names (C).
+    max_galaxies : slots K.
+    arrays : ``blend``, ``isolated``, ``psf``, ``noise_sigma``, ``centers``,
+        ``n_galaxies`` of n blends (shapes as :meth:`DatasetWriter.write`).
+    truth_rows : their truth rows.
+
+    Raises
+    ------
+    ConfigError
+        The rows break the contract.
+    """
+    bands = _check_bands(bands)
+    k = _positive_int("max_galaxies", max_galaxies)
+    if isinstance(start, bool) or not isinstance(start, numbers.Integral) or start < 0:
+        raise ConfigError(f"start must be an integer >= 0, got {start!r}")
+    blend = np.asarray(arrays["blend"])
+    psf = np.asarray(arrays["psf"])
+    if blend.ndim != 4 or psf.ndim != 4:
+        raise ConfigError(f"blend and psf must be 4-D, got shapes {blend.shape} and {psf.shape}")
+    shapes = _row_shapes(blend.shape[0], k, len(bands), blend.shape[-1], psf.shape[-1])
+    rows = _coerce_rows(shapes, arrays)
+    truth = _as_truth_array(truth_rows, truth_dtype(bands))
+    _check_bookkeeping(int(start), rows["n_galaxies"], rows["centers"], truth, k, pixels=rows)
+    try:
+        with h5py.File(path, "w", libver=_LIBVER) as f:
+            _store_attr(f.attrs, "kit", _ROWS_KIT)
+            f.attrs["schema_version"] = SCHEMA_VERSION
+            f.attrs["start"] = int(start)
+            _store_attr(f.attrs, "bands", json.dumps(list(bands)))
+            for name, arr in rows.items():
+                f.create_dataset(name, data=arr, **_dataset_options(arr.shape))
+            f.create_dataset("truth", data=truth)
+    except OSError as exc:
+        raise DataFileError(f"cannot write the rows file {path}: {exc}") from exc
 
 
 class DatasetWriter:
@@ -342,28 +580,25 @@ class DatasetWriter:
             if not isinstance(name, str) or not name:
                 raise ConfigError(f"attribute names must be non-empty strings, got {name!r}")
             encoded[name] = _encode_attr(name, value)
+        encoded["attrs_sha256"] = attrs_digest(encoded)
         return encoded
 
     def _shapes(self) -> dict[str, tuple[int, ...]]:
-        n, k, c, s, p = (
-            self.n_blends,
-            self.max_galaxies,
-            len(self.bands),
-            self.stamp_size,
-            self.psf_size,
+        return _row_shapes(
+            self.n_blends, self.max_galaxies, len(self.bands), self.stamp_size, self.psf_size
         )
-        return {
-            "blend": (n, c, s, s),
-            "isolated": (n, k, c, s, s),
-            "psf": (n, c, p, p),
-            "noise_sigma": (n, c),
-            "centers": (n, k, 2),
-            "n_galaxies": (n,),
-        }
 
-    def __enter__(self) -> "DatasetWriter":
-        if self._file is not None:
-            raise ConfigError(f"DatasetWriter for {self.path} is already open")
+    def check_target(self) -> None:
+        """Check now that ``path`` can be written (as entering the context does).
+
+        Lets a caller refuse an existing file or a missing directory before any
+        expensive work; entering the context checks again.
+
+        Raises
+        ------
+        OutputExistsError, DataFileError
+            As for the context manager.
+        """
         directory = self.path.parent
         if self.path.is_dir():
             raise DataFileError(f"cannot write {self.path}: it is a directory")
@@ -380,25 +615,23 @@ class DatasetWriter:
             raise DataFileError(
                 f"cannot write {self.path}: directory {directory} is not writable"
             )
+
+    def __enter__(self) -> "DatasetWriter":
+        if self._file is not None:
+            raise ConfigError(f"DatasetWriter for {self.path} is already open")
+        self.check_target()
         try:
-            self._file = h5py.File(self.tmp_path, "w")
+            self._file = h5py.File(self.tmp_path, "w", libver=_LIBVER)
         except OSError as exc:
             raise DataFileError(
                 f"cannot write {self.path}: creating {self.tmp_path} failed: {exc}"
             ) from exc
         try:
             for name, value in self.attrs.items():
-                self._file.attrs[name] = value
+                _store_attr(self._file.attrs, name, value)
             for name, shape in self._shapes().items():
                 self._file.create_dataset(
-                    name,
-                    shape=shape,
-                    dtype=_DTYPES[name],
-                    chunks=(1,) + shape[1:],
-                    compression="gzip",
-                    compression_opts=_GZIP_LEVEL,
-                    shuffle=True,
-                    fletcher32=True,
+                    name, shape=shape, dtype=_DTYPES[name], **_dataset_options(shape)
                 )
         except BaseException:
             self._abort()
@@ -480,16 +713,8 @@ class DatasetWriter:
             "centers": centers,
             "n_galaxies": n_galaxies,
         }
-        arrays: dict[str, np.ndarray] = {}
-        for name, shape in self._shapes().items():
-            arr = np.asarray(given[name])
-            want = (n,) + shape[1:]
-            if arr.shape != want:
-                raise ConfigError(f"{name} must have shape {want}, got {arr.shape}")
-            kind = "iu" if name == "n_galaxies" else "fiu"
-            if arr.dtype.kind not in kind:
-                raise ConfigError(f"{name} must be numeric, got dtype {arr.dtype}")
-            arrays[name] = arr.astype(_DTYPES[name], copy=False)
+        shapes = {name: (n,) + shape[1:] for name, shape in self._shapes().items()}
+        arrays = _coerce_rows(shapes, given)
         truth = _as_truth_array(truth_rows, self.truth_dtype)
         self._check_rows(start, arrays, truth)
         try:
@@ -504,64 +729,83 @@ class DatasetWriter:
 
     def _check_rows(self, start: int, arrays: dict[str, np.ndarray], truth: np.ndarray) -> None:
         """Check one batch against the contract (ConfigError naming the blend)."""
-        n = arrays["blend"].shape[0]
-        k = self.max_galaxies
-        n_gal = arrays["n_galaxies"]
-        bad = np.flatnonzero((n_gal < 0) | (n_gal > k))
-        if bad.size:
-            i = int(bad[0])
+        _check_bookkeeping(start, arrays["n_galaxies"], arrays["centers"], truth, self.max_galaxies,
+                           pixels=arrays)
+
+    def copy_rows(self, path: str | os.PathLike) -> np.ndarray:
+        """Copy the rows of a rows file (:func:`write_rows_file`) without re-encoding them.
+
+        The compressed, checksummed chunks are copied byte for byte
+        (``read_direct_chunk`` / ``write_direct_chunk``); their pixels were checked
+        when the rows file was written. The bookkeeping (``n_galaxies``,
+        ``centers``, truth rows) is checked again here.
+
+        Returns
+        -------
+        ndarray
+            The truth rows copied (fields of :func:`truth_dtype`).
+
+        Raises
+        ------
+        ConfigError
+            The rows do not fit this file (layout, range, rows already written).
+        DataFileError
+            The rows file cannot be read, or writing failed.
+        """
+        if self._file is None:
             raise ConfigError(
-                f"n_galaxies of blend {start + i} is {int(n_gal[i])}; allowed 0..{k}"
+                f"DatasetWriter for {self.path} is not open; use it as a context manager"
             )
-        filled = np.arange(k)[None, :] < n_gal[:, None]  # (n, K)
-        finite = np.isfinite(arrays["centers"]).all(axis=-1)
-        nan = np.isnan(arrays["centers"]).all(axis=-1)
-        bad_blend = (filled & ~finite) | (~filled & ~nan)
-        if bad_blend.any():
-            i, slot = (int(v) for v in np.argwhere(bad_blend)[0])
-            raise ConfigError(
-                f"centers of blend {start + i} slot {slot} is {arrays['centers'][i, slot]}; "
-                f"expected finite (x, y) in slots < n_galaxies = {int(n_gal[i])} and NaN after"
-            )
-        empty_nonzero = (arrays["isolated"] != 0).any(axis=(2, 3, 4)) & ~filled
-        if empty_nonzero.any():
-            i, slot = (int(v) for v in np.argwhere(empty_nonzero)[0])
-            raise ConfigError(
-                f"isolated image of blend {start + i} slot {slot} is not zero, but the blend "
-                f"has n_galaxies = {int(n_gal[i])} (empty slots must be all zeros)"
-            )
-        index = truth["blend_index"]
-        outside = (index < start) | (index >= start + n)
-        if outside.any():
-            raise ConfigError(
-                f"truth_rows has blend_index {int(index[outside][0])}, outside the rows "
-                f"[{start}, {start + n}) written"
-            )
-        labelled = truth[truth["labelled"] != 0]
-        local = labelled["blend_index"] - start
-        slots = labelled["slot"].astype(np.int64)
-        bad = np.flatnonzero((slots < 0) | (slots >= n_gal[local]))
-        if bad.size:
-            j = int(bad[0])
-            raise ConfigError(
-                f"truth row of blend {int(labelled['blend_index'][j])} has slot {int(slots[j])}; "
-                f"allowed 0..{int(n_gal[local[j]]) - 1} (n_galaxies = {int(n_gal[local[j]])})"
-            )
-        keys = np.sort(local * k + slots)
-        dup = keys[1:][np.diff(keys) == 0]
-        if dup.size:
-            raise ConfigError(
-                f"blend {start + int(dup[0] // k)} has two labelled truth rows for slot "
-                f"{int(dup[0] % k)}; each slot 0..n_galaxies-1 needs exactly one row"
-            )
-        counts = np.bincount(local, minlength=n)
-        wrong = np.flatnonzero(counts != n_gal)
-        if wrong.size:
-            i = int(wrong[0])
-            raise ConfigError(
-                f"blend {start + i} has {int(counts[i])} labelled truth rows for "
-                f"n_galaxies = {int(n_gal[i])}; each slot 0..n_galaxies-1 needs exactly one row"
-            )
+        try:
+            src = h5py.File(path, "r")
+        except (*_H5_ERRORS, ValueError) as exc:
+            raise DataFileError(f"cannot read the rows file {path}: {exc}") from exc
+        with src:
+            try:
+                if _decode_attr(src.attrs.get("kit")) != _ROWS_KIT:
+                    raise ConfigError(f"{path} is not a rows file of {KIT_NAME} (write_rows_file)")
+                start = int(src.attrs["start"])
+                n = int(src["n_galaxies"].shape[0])
+                if start < 0 or start + n > self.n_blends:
+                    raise ConfigError(
+                        f"rows [{start}, {start}+{n}) of {path} are outside the file's "
+                        f"{self.n_blends} blends"
+                    )
+                if self._written[start:start + n].any():
+                    done = start + int(np.flatnonzero(self._written[start:start + n])[0])
+                    raise ConfigError(f"blend row {done} of {self.path} was already written")
+                for name, shape in self._shapes().items():
+                    ds = src[name]
+                    want = (n,) + shape[1:]
+                    opts = _dataset_options(want)
+                    if (
+                        ds.shape != want
+                        or ds.dtype != _DTYPES[name]
+                        or ds.chunks != opts["chunks"]
+                        or ds.compression != "gzip"
+                        or ds.compression_opts != _GZIP_LEVEL
+                        or not ds.shuffle
+                        or not ds.fletcher32
+                    ):
+                        raise ConfigError(
+                            f"{path}: dataset {name!r} has shape {ds.shape}, dtype {ds.dtype}, "
+                            f"chunks {ds.chunks}; expected {want}, {_DTYPES[name]}, chunks "
+                            f"{opts['chunks']} with gzip {_GZIP_LEVEL}, shuffle and fletcher32"
+                        )
+                truth = _as_truth_array(src["truth"][...], self.truth_dtype)
+                n_gal = src["n_galaxies"][...]
+                _check_bookkeeping(start, n_gal, src["centers"][...], truth, self.max_galaxies)
+                for name, shape in self._shapes().items():
+                    sid, did = src[name].id, self._file[name].id
+                    tail = (0,) * (len(shape) - 1)
+                    for i in range(n):
+                        mask, chunk = sid.read_direct_chunk((i,) + tail)
+                        did.write_direct_chunk((start + i,) + tail, chunk, mask)
+            except _H5_ERRORS as exc:
+                raise DataFileError(f"copying the rows of {path} into {self.tmp_path} failed: {exc}") from exc
+        self._truth_parts.append(truth)
+        self._written[start:start + n] = True
+        return truth
 
     # -- finishing --------------------------------------------------------
     def _abort(self) -> None:
@@ -637,6 +881,62 @@ class DatasetWriter:
             self._abort()
             raise
         return None
+
+
+def remove_stale_temp_files(path: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files that killed writers of ``path`` left behind.
+
+    A :class:`DatasetWriter` killed by a signal it cannot handle (SIGKILL, power
+    loss) leaves ``.<name>.<pid>.tmp`` next to ``path`` and never a partial
+    ``path``. This removes those whose process no longer runs on this machine;
+    a temporary file of a live process is left alone.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The final file, e.g. ``data/train.h5``.
+
+    Returns
+    -------
+    list of Path
+        The files removed.
+    """
+    path = Path(path)
+    removed = []
+    prefix = f".{path.name}."
+    try:
+        entries = list(path.parent.iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        name = entry.name
+        if not (name.startswith(prefix) and name.endswith(".tmp")):
+            continue
+        pid_text = name[len(prefix): -len(".tmp")]
+        if not pid_text.isdigit() or _pid_alive(int(pid_text)):
+            continue
+        try:
+            entry.unlink()
+        except FileNotFoundError:
+            continue
+        except OSError as exc:  # pragma: no cover - permissions
+            logger.warning("cannot remove stale temporary file %s: %s", entry, exc)
+            continue
+        logger.info("removed %s, left by an interrupted writer (pid %s)", entry, pid_text)
+        removed.append(entry)
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
 
 
 def _fsync_directory(directory: Path) -> None:
@@ -719,7 +1019,7 @@ def _open(path: str | os.PathLike) -> h5py.File:
         raise DataFileError(f"data file {path} is not a regular file")
     try:
         return h5py.File(path, "r")
-    except OSError as exc:
+    except (*_H5_ERRORS, ValueError) as exc:
         raise DataFileError(
             f"{path} is not a readable HDF5 file (truncated or not HDF5): {exc}; "
             f"{_REGENERATE_HINT}"
@@ -727,11 +1027,27 @@ def _open(path: str | os.PathLike) -> h5py.File:
 
 
 def _layout(f: h5py.File, path: str | os.PathLike) -> FileLayout:
-    """Check the attributes and datasets of an open file against the contract."""
+    """Check the attributes and datasets of an open file against the contract.
+
+    Damaged metadata (a checksum failure that h5py reports as OSError, KeyError or
+    RuntimeError, or an undecodable value) is a DataFileError naming the file.
+    """
+    try:
+        return _layout_unchecked(f, path)
+    except DataFileError:
+        raise
+    except (*_H5_ERRORS, ValueError, TypeError, UnicodeDecodeError) as exc:
+        raise DataFileError(
+            f"{path} is corrupt: reading its structure failed ({type(exc).__name__}: {exc}); "
+            f"{_REGENERATE_HINT}"
+        ) from exc
+
+
+def _layout_unchecked(f: h5py.File, path: str | os.PathLike) -> FileLayout:
     path = Path(path)
     try:
         raw = dict(f.attrs.items())
-    except OSError as exc:
+    except _H5_ERRORS as exc:
         raise DataFileError(f"{path} is corrupt: cannot read its attributes: {exc}") from exc
     if "kit" not in raw:
         raise DataFileError(
@@ -747,6 +1063,13 @@ def _layout(f: h5py.File, path: str | os.PathLike) -> FileLayout:
         raise DataFileError(
             f"{path} has schema_version {version}; this kit reads {SCHEMA_VERSION}; "
             f"{_REGENERATE_HINT}"
+        )
+    # Files written before the digest existed have none; every file written now does.
+    stored = attrs.get("attrs_sha256")
+    if stored is not None and stored != attrs_digest(raw):
+        raise DataFileError(
+            f"{path} is corrupt: its root attributes do not match their checksum "
+            f"(attrs_sha256); {_REGENERATE_HINT}"
         )
     expected = ", ".join(DATASETS)
     for name in DATASETS:
@@ -823,7 +1146,7 @@ def _read(ds: h5py.Dataset, key: Any, path: str | os.PathLike) -> np.ndarray:
     """``ds[key]`` with read failures (checksum, truncation) as DataFileError."""
     try:
         return ds[key]
-    except OSError as exc:
+    except _H5_ERRORS as exc:
         raise DataFileError(
             f"{path} is corrupt: reading dataset {ds.name.lstrip('/')!r} failed ({exc}); "
             f"{_REGENERATE_HINT}"
@@ -1001,7 +1324,13 @@ class H5Array:
 
     @property
     def _ds(self) -> h5py.Dataset:
-        return self.source.file[self.name]
+        try:
+            return self.source.file[self.name]
+        except _H5_ERRORS as exc:
+            raise DataFileError(
+                f"{self.source.path} is corrupt: opening dataset {self.name!r} failed ({exc}); "
+                f"{_REGENERATE_HINT}"
+            ) from exc
 
     def __getitem__(self, key: Any) -> np.ndarray:
         if isinstance(key, (slice, numbers.Integral)) or key is Ellipsis or isinstance(key, tuple):
@@ -1041,6 +1370,130 @@ class H5Array:
 
     def __repr__(self) -> str:
         return f"H5Array({self.source.path!r}, {self.name!r}, shape={self.shape}, dtype={self.dtype})"
+
+
+class LazyRows:
+    """Rows of one per-blend dataset of a data file, read only when indexed.
+
+    The out-of-core stand-in for an ndarray such as the labels ``y``
+    (``isolated``, shape (n, K, C, H, W), float32, ADU): it has ``shape``,
+    ``dtype``, ``ndim`` and ``len``; ``rows[i]``, ``rows[lo:hi]``, ``rows[idx]``
+    (int array or boolean mask) and ``np.asarray(rows)`` read from the file and
+    return ndarrays (numpy semantics); :meth:`subset` returns another lazy
+    view without reading; :meth:`batches` streams consecutive rows. Pickles as
+    the file path and the row indices.
+
+    Parameters
+    ----------
+    array : H5Array
+        The dataset, e.g. ``H5Source(path).array("isolated")``.
+    index : array of int, optional
+        Rows of the dataset held here (default all).
+    """
+
+    def __init__(self, array: H5Array, index: Any = None) -> None:
+        self.array = array
+        if index is not None:
+            index = np.asarray(index, dtype=np.int64)
+            if index.ndim != 1:
+                raise IndexError(f"row indices must be 1-D, got shape {index.shape}")
+            index.flags.writeable = False
+        self._index = index
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike, name: str = "isolated") -> "LazyRows":
+        """All rows of dataset ``name`` of the data file ``path`` (validated now)."""
+        if name not in PER_BLEND_DATASETS:
+            raise ConfigError(f"{name!r} is not a per-blend dataset; allowed: {list(PER_BLEND_DATASETS)}")
+        return cls(H5Source(path).array(name))
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """(rows held here, ...row shape)."""
+        return (len(self),) + tuple(self.array.shape[1:])
+
+    @property
+    def dtype(self) -> np.dtype:
+        """The dataset's dtype."""
+        return self.array.dtype
+
+    @property
+    def ndim(self) -> int:
+        """Number of dimensions."""
+        return self.array.ndim
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the rows would take in memory."""
+        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+
+    def __len__(self) -> int:
+        return self.array.shape[0] if self._index is None else int(self._index.size)
+
+    def _rows(self, key: Any) -> np.ndarray | slice:
+        """Dataset rows of ``key`` (a slice of the dataset when possible)."""
+        n = len(self)
+        if isinstance(key, numbers.Integral) and not isinstance(key, bool):
+            k = int(key)
+            if not -n <= k < n:
+                raise IndexError(f"index {k} is out of range for {n} rows")
+            local = np.array([k % n], dtype=np.int64)
+        elif isinstance(key, slice):
+            local = np.arange(n, dtype=np.int64)[key]
+        else:
+            idx = np.asarray(key)
+            if idx.dtype == bool:
+                if idx.shape != (n,):
+                    raise IndexError(f"a boolean mask must have shape ({n},), got {idx.shape}")
+                local = np.flatnonzero(idx)
+            elif idx.size == 0:
+                local = np.empty(0, dtype=np.int64)
+            elif idx.ndim == 1 and idx.dtype.kind in "iu":
+                local = idx.astype(np.int64)
+                if local.size and (local.min() < -n or local.max() >= n):
+                    raise IndexError(f"row index out of range for {n} rows")
+                local = np.where(local < 0, local + n, local)
+            else:
+                raise IndexError(
+                    "rows are indexed by an int, a slice, a 1-D int array or a boolean mask, "
+                    f"got {type(key).__name__}"
+                )
+        return local if self._index is None else self._index[local]
+
+    def subset(self, key: Any) -> "LazyRows":
+        """Lazy view of the rows ``key`` (nothing is read)."""
+        return LazyRows(self.array, self._rows(key))
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        rest: tuple = ()
+        if isinstance(key, tuple):
+            key, rest = (key[0], key[1:]) if key else (slice(None), ())
+        if key is Ellipsis:
+            key = slice(None)
+        rows = self._rows(key)
+        if rows.size and np.all(np.diff(rows) == 1):
+            out = self.array[int(rows[0]): int(rows[-1]) + 1]
+        else:
+            out = self.array.take(rows)
+        if isinstance(key, numbers.Integral) and not isinstance(key, bool):
+            return out[(0,) + rest]
+        return out[(slice(None),) + rest] if rest else out
+
+    def batches(self, batch_size: int) -> Iterator[np.ndarray]:
+        """Consecutive blocks of at most ``batch_size`` rows, as ndarrays."""
+        batch_size = _positive_int("batch_size", batch_size)
+        for start in range(0, len(self), batch_size):
+            yield self[start: start + batch_size]
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        arr = self[:]
+        return arr if dtype is None else arr.astype(dtype, copy=False)
+
+    def __repr__(self) -> str:
+        return (
+            f"LazyRows({self.array.source.path!r}, {self.array.name!r}, shape={self.shape}, "
+            f"dtype={self.dtype})"
+        )
 
 
 # --------------------------------------------------------------------------
@@ -1198,7 +1651,7 @@ def read_batches(path: str | os.PathLike, batch_size: int) -> Iterator[Dataset]:
         truth_ds = f["truth"]
         try:
             index = truth_ds.fields("blend_index")[:]
-        except OSError as exc:
+        except _H5_ERRORS as exc:
             raise DataFileError(
                 f"{path} is corrupt: reading dataset 'truth' failed ({exc}); {_REGENERATE_HINT}"
             ) from exc

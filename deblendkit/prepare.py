@@ -5,12 +5,21 @@ Writes ``train.h5``, ``test.h5`` and the small ``train_mini.h5``, ``test_mini.h5
 command line override the config file (``--config``, JSON or TOML, any
 :class:`~deblendkit.config.SimConfig` option), which overrides the defaults.
 Errors are reported in one line, exit code 2, no traceback.
+
+Scale and faults: ``--scheduler ADDRESS`` runs the chunks on a Dask cluster
+(``--scheduler local`` starts a local one of ``--n-jobs`` processes) and gives
+the same data as the local pool for the same seed. Every chunk is kept as a
+checksummed file under ``<output-dir>/_chunks`` until its split is assembled,
+so a run that is killed leaves no partial ``.h5`` file and the same command
+run again resumes from the complete chunks (``--no-resume`` starts afresh).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
+import signal
 import sys
 import time
 
@@ -53,6 +62,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--splits", default="train,test,train_mini,test_mini",
                    help="which files to write (default: all four)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="run the chunks on a Dask cluster: a scheduler address (tcp://host:8786) or "
+                   "'local' for a local cluster of --n-jobs processes; the output directory must be "
+                   "on a filesystem the workers share")
+    p.add_argument("--work-dir", help="where the chunk files go until assembly (default OUTPUT_DIR/_chunks)")
+    p.add_argument("--no-resume", action="store_true",
+                   help="ignore (and delete) complete chunks left by an interrupted run")
+    p.add_argument("--keep-chunks", action="store_true", help="keep the chunk files after assembly")
     return p
 
 
@@ -70,8 +87,9 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         changes["stamp_size"] = args.stamp_size
     if args.max_galaxies is not None:
         changes["max_galaxies"] = args.max_galaxies
-        if base.min_galaxies > args.max_galaxies:
-            changes["min_galaxies"] = min(2, args.max_galaxies)
+        if base.min_galaxies > args.max_galaxies >= 2:
+            # Only follow a valid K_max: an invalid one is reported under its own name.
+            changes["min_galaxies"] = 2
     if args.mode is not None:
         changes["mode"] = args.mode
     return base.replace(**changes) if changes else base
@@ -124,10 +142,24 @@ def histogram_text(values: np.ndarray, edges=(0, 0.01, 0.05, 0.1, 0.2, 0.5, 1.0)
     return "\n".join(lines)
 
 
+def _on_sigterm(signum, frame):  # pragma: no cover - exercised in a subprocess
+    # Once only: a second SIGTERM during the clean-up must not interrupt the clean-up.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
+    previous = None
+    if argv is None:
+        # SIGTERM (a batch system's time limit) cleans up like Ctrl-C.
+        try:
+            previous = signal.signal(signal.SIGTERM, _on_sigterm)
+        except ValueError:  # not the main thread
+            previous = None
     try:
+        from .distributed import dask_client
         from .generate import generate_split
 
         config = config_from_args(args)
@@ -135,18 +167,28 @@ def main(argv=None) -> int:
         paths = check_outputs(args.output_dir, sizes, overwrite=args.overwrite)
         t0 = time.perf_counter()
         results = []
-        for split, n in sizes.items():
-            results.append(generate_split(
-                config, path=paths[split], split=split, n_blends=n, seed=args.seed,
-                n_jobs=args.n_jobs, chunk_size=args.chunk_size, overwrite=args.overwrite,
-                progress=not args.quiet,
-            ))
+        options = dict(
+            seed=args.seed, n_jobs=args.n_jobs, chunk_size=args.chunk_size, overwrite=args.overwrite,
+            progress=not args.quiet, work_dir=args.work_dir, resume=not args.no_resume,
+            keep_chunks=args.keep_chunks,
+        )
+        with (dask_client(args.scheduler, n_workers=args.n_jobs) if args.scheduler
+              else contextlib.nullcontext()) as client:
+            for split, n in sizes.items():
+                results.append(generate_split(
+                    config, path=paths[split], split=split, n_blends=n, scheduler=client, **options,
+                ))
     except DeblendKitError as exc:
         print(f"prepare_data.py: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("prepare_data.py: interrupted; no partial file was left", file=sys.stderr)
+        where = args.work_dir or os.path.join(args.output_dir, "_chunks")
+        print("prepare_data.py: interrupted; no partial .h5 file was left; complete chunks are kept "
+              f"in {where}: run the same command again to resume", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     total = time.perf_counter() - t0
     print(f"\nSimulated {config.survey} bands {''.join(config.band_names)}, "
           f"{config.stamp_size}x{config.stamp_size} pixels, up to {config.max_galaxies} galaxies, seed {args.seed}")

@@ -7,6 +7,19 @@
 * :func:`data_meta`: bands and array sizes, read from the data files'
   attributes (defaults of :class:`~deblendkit.config.SimConfig` when no file
   exists yet), from which ``problem.py`` builds ``Predictions`` and the score types.
+
+Out-of-core mode: with the environment variable ``DEBLEND_OUT_OF_CORE=1``,
+:func:`get_train_data` / :func:`get_test_data` read nothing up front: ``X`` is a
+file-backed :class:`~deblendkit.data.BlendSet` (each batch or subset reads its
+rows on access) and ``y`` a :class:`~deblendkit.io.LazyRows` of the
+``isolated`` dataset (``y[lo:hi]``, ``y.batches(n)``, ``np.asarray(y)`` read
+from the file; the workflow passes ``fit`` a lazy subset). A submission can
+then train batch by batch on a data set larger than memory. rampwf itself is
+not out-of-core: ``ramp-test`` builds ``Predictions(y_true=y)`` (which reads
+the labels of the fold into memory) and keeps each fold's predictions of the
+whole training and test sets in memory for the scores and the CV bagging;
+score data sets larger than memory with :func:`deblendkit.streaming.score_file`
+(``python -m deblendkit.streaming``) instead.
 """
 from __future__ import annotations
 
@@ -19,7 +32,7 @@ from sklearn.model_selection import KFold
 from .errors import DataFileError
 
 __all__ = ["PROBLEM_TITLE", "CV_RANDOM_STATE", "get_train_data", "get_test_data", "get_cv",
-           "data_meta", "DataMeta", "split_path"]
+           "data_meta", "DataMeta", "split_path", "out_of_core", "load_lazy"]
 
 PROBLEM_TITLE = "Galaxy deblending: recover each galaxy's isolated image from a multi-band blend"
 #: Fixed random state of the CV shuffle: the folds are the same for every submission.
@@ -39,6 +52,35 @@ def split_path(path: str, split: str) -> str:
     return os.path.join(path, "data", name)
 
 
+def out_of_core() -> bool:
+    """True when ``DEBLEND_OUT_OF_CORE`` is set to 1/true/yes/on (see module doc)."""
+    raw = os.environ.get("DEBLEND_OUT_OF_CORE", "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    from .errors import ConfigError
+
+    raise ConfigError(f"DEBLEND_OUT_OF_CORE must be 1 or 0 (true/false, yes/no, on/off), got {raw!r}")
+
+
+def load_lazy(path: str):
+    """``(X, y)`` of a data file, both file-backed (nothing read but the layout).
+
+    Raises
+    ------
+    DataFileError
+        Missing, truncated, foreign, other schema version, missing dataset (checked
+        now); corrupt chunks are found when they are read.
+    """
+    from .data import BlendSet
+    from .io import H5Source, LazyRows
+
+    X = BlendSet.from_file(path, in_memory=False)
+    y = LazyRows(H5Source(path).array("isolated"))
+    return X, y
+
+
 def _load(path: str, split: str):
     from .data import load_split
 
@@ -48,7 +90,7 @@ def _load(path: str, split: str):
             f"data file {f} does not exist; make the data first with `python prepare_data.py` "
             f"(in {os.path.abspath(path)})"
         )
-    return load_split(f)
+    return load_lazy(f) if out_of_core() else load_split(f)
 
 
 def get_train_data(path: str = "."):
