@@ -95,7 +95,7 @@ from .errors import ConfigError
 from .population import Galaxies, sample_magnitudes, sample_population
 from .psf import psf_images, scene_psfs
 from .render import _k_image, component_profiles, render_galaxies, wrap_factor
-from .scene import BlendSample, split_code
+from .scene import BlendSample, add_noise, split_code
 from .seds import band_flux_ratios, colour_table
 
 __all__ = [
@@ -467,14 +467,7 @@ def simulate_field_blend(config: SimConfig, *, seed: int, split: str, index: int
     )
     scene = iso.sum(axis=0) + faint_light
 
-    sky = np.array([survey.sky_adu_per_pixel(b, exposure_fraction=config.exposure_fraction) for b in bands])
-    gain = survey.gain
-    sigma_sky = np.sqrt(sky / gain)
-    variance = (sky[:, None, None] + np.clip(scene, 0, None)) / gain
-    if config.noise == "gaussian":
-        noisy = scene + rng.standard_normal(scene.shape) * np.sqrt(variance)
-    else:
-        noisy = scene.copy()
+    noisy, sigma_sky, variance = add_noise(config, scene, rng)
 
     # Labelled galaxies are the first n_lab of `gals` (rows 0..n_lab-1 of iso).
     isolated = np.zeros((k_max, n_band, size, size), dtype=np.float32)

@@ -172,6 +172,25 @@ def scene_parameters(config: SimConfig, *, seed: int, split: str, index: int) ->
     return SceneParams(gals, pos, psfs, flux_bulge, flux_disk, rng)
 
 
+def add_noise(config: SimConfig, scene: np.ndarray, rng: np.random.Generator):
+    """Noisy scene, background sigma and per-pixel variance (ADU) of a noiseless scene (C, H, W).
+
+    Gaussian noise with the Poisson variance ``(sky + source) / gain`` (see
+    data/README.md); ``config.noise == "none"`` returns the scene unchanged.
+    Consumes ``rng`` only for Gaussian noise.
+    """
+    survey = config.survey_obj
+    sky = np.array([survey.sky_adu_per_pixel(b, exposure_fraction=config.exposure_fraction)
+                    for b in config.band_names])
+    sigma_sky = np.sqrt(sky / survey.gain)
+    variance = (sky[:, None, None] + np.clip(scene, 0, None)) / survey.gain
+    if config.noise == "gaussian":
+        noisy = scene + rng.standard_normal(scene.shape) * np.sqrt(variance)
+    else:
+        noisy = scene.copy()
+    return noisy, sigma_sky, variance
+
+
 def simulate_blend(config: SimConfig, *, seed: int, split: str, index: int) -> BlendSample:
     """Simulate blend ``index`` of ``split``: deterministic in (config, seed, split, index)."""
     from . import field  # field imports this module
@@ -195,14 +214,7 @@ def simulate_blend(config: SimConfig, *, seed: int, split: str, index: int) -> B
     )  # (n, C, H, W) float64
     scene = iso.sum(axis=0)
 
-    sky = np.array([survey.sky_adu_per_pixel(b, exposure_fraction=config.exposure_fraction) for b in bands])
-    gain = survey.gain
-    sigma_sky = np.sqrt(sky / gain)
-    variance = (sky[:, None, None] + np.clip(scene, 0, None)) / gain
-    if config.noise == "gaussian":
-        noisy = scene + rng.standard_normal(scene.shape) * np.sqrt(variance)
-    else:
-        noisy = scene.copy()
+    noisy, sigma_sky, variance = add_noise(config, scene, rng)
 
     isolated = np.zeros((k_max, n_band, size, size), dtype=np.float32)
     isolated[:n] = iso
