@@ -93,8 +93,8 @@ import numpy as np
 from .config import SimConfig
 from .errors import ConfigError
 from .population import Galaxies, sample_magnitudes, sample_population
-from .psf import psf_images, scene_psfs
-from .render import _k_image, component_profiles, render_galaxies, wrap_factor
+from .psf import scene_psfs
+from .render import _k_image, component_profiles, render_galaxies, render_psf_images, wrap_factor
 from .scene import BlendSample, add_noise, split_code
 from .seds import band_flux_ratios, colour_table
 
@@ -512,7 +512,7 @@ def simulate_field_blend(config: SimConfig, *, seed: int, split: str, index: int
     return BlendSample(
         blend=noisy.astype(np.float32),
         isolated=isolated,
-        psf=psf_images(p.psfs, size=config.psf_size, pixel_scale=scale),
+        psf=render_psf_images(p.psfs, size=config.psf_size, pixel_scale=scale, fft_size=fft_size),
         noise_sigma=sigma_sky.astype(np.float32),
         centers=centers,
         n_galaxies=n_lab,

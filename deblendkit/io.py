@@ -90,7 +90,7 @@ _DTYPES: dict[str, np.dtype] = {
     "n_galaxies": np.dtype(np.int32),
 }
 
-_GZIP_LEVEL = 4
+_GZIP_LEVEL = 1  # level 4 was 30% slower to write for 1.5% less disk
 _TRUTH_CHUNK_ROWS = 4096
 # Upper bound of the temporary buffer used to read scattered rows (bytes).
 _READ_BLOCK_BYTES = 16 * 2**20

@@ -28,10 +28,13 @@ the accuracy above.
 """
 from __future__ import annotations
 
+import functools
+
 import galsim
 import numpy as np
 
-__all__ = ["fft_size_for", "wrap_factor", "render_galaxies", "component_profiles"]
+__all__ = ["fft_size_for", "wrap_factor", "render_galaxies", "component_profiles", "psf_transfer",
+           "render_psf_images"]
 
 #: PSF k-space amplitude (relative to k=0) at m x Nyquist below which the power beyond is
 #: ignored. At 8.7e-4 the peak-pixel error measured 7e-5 (tests/test_render.py bounds it).
@@ -88,6 +91,41 @@ def _k_image(obj, n_grid: int, dk: float, *, half: bool = True) -> np.ndarray:
     return np.fft.ifftshift(arr)
 
 
+@functools.lru_cache(maxsize=4)
+def psf_transfer(psfs: tuple, n: int, pixel_scale: float) -> np.ndarray:
+    """PSF x pixel response of each band on the real-FFT grid, (C, n, n // 2 + 1), real.
+
+    Cached (GalSim profiles hash by value): a scene's galaxies and its stored
+    PSF images share one computation.
+    """
+    dk = 2.0 * np.pi / (n * pixel_scale)
+    ky = 2.0 * np.pi * np.fft.fftfreq(n, d=pixel_scale)
+    kx = 2.0 * np.pi * np.fft.rfftfreq(n, d=pixel_scale)
+    pix = np.outer(np.sinc(ky * pixel_scale / (2 * np.pi)), np.sinc(kx * pixel_scale / (2 * np.pi)))
+    out = np.stack([_k_image(p, n, dk) for p in psfs]) * pix
+    out.setflags(write=False)
+    return out
+
+
+def render_psf_images(psfs, *, size: int, pixel_scale: float, fft_size: int) -> np.ndarray:
+    """Effective (pixel-convolved) PSF images, (C, size, size) float32, unit sum, centred.
+
+    The inverse FFT of :func:`psf_transfer` (shared with the galaxies of the
+    scene), cropped around the origin; the same image as GalSim's ``drawImage``
+    of the PSF (see ``tests/test_render.py``). Undersampled PSFs (power beyond
+    Nyquist) are drawn with ``drawImage``, which folds it.
+    """
+    n = int(fft_size)
+    if wrap_factor(psfs, pixel_scale) > 1 or size > n:
+        arrs = [p.drawImage(nx=size, ny=size, scale=pixel_scale).array for p in psfs]
+        img = np.stack(arrs).astype(np.float64)
+    else:
+        full = np.fft.irfft2(psf_transfer(tuple(psfs), n, pixel_scale), s=(n, n), axes=(-2, -1))
+        idx = (np.arange(size) - size // 2) % n
+        img = full[:, idx[:, None], idx[None, :]]
+    return (img / img.sum(axis=(-2, -1), keepdims=True)).astype(np.float32)
+
+
 def render_galaxies(
     *,
     bulges,
@@ -125,7 +163,6 @@ def render_galaxies(
     """
     n_gal, n_band = np.shape(flux_bulge)
     n = int(fft_size)
-    nh = n // 2 + 1
     dk = 2.0 * np.pi / (n * pixel_scale)
     m = wrap_factor(psfs, pixel_scale)
 
@@ -138,10 +175,7 @@ def render_galaxies(
         return _render_wrapped(bulges, disks, flux_bulge, flux_disk, positions, psfs,
                                stamp_size, pixel_scale, n, m, dk)
 
-    # Transfer function per band: PSF x pixel response (real: symmetric PSF).
-    pix_y = np.sinc(ky * pixel_scale / (2 * np.pi))
-    pix_x = np.sinc(kx * pixel_scale / (2 * np.pi))
-    transfer = np.stack([_k_image(p, n, dk) for p in psfs]) * np.outer(pix_y, pix_x)
+    transfer = psf_transfer(tuple(psfs), n, pixel_scale)
 
     kb = np.stack([_k_image(b, n, dk) for b in bulges])  # (K, N, nh)
     kd = np.stack([_k_image(d, n, dk) for d in disks])

@@ -14,8 +14,8 @@ import numpy as np
 from .catalog import load_catalog
 from .config import SimConfig
 from .population import Galaxies, sample_population
-from .psf import psf_images, scene_psfs
-from .render import component_profiles, fft_size_for, render_galaxies
+from .psf import scene_psfs
+from .render import component_profiles, fft_size_for, render_galaxies, render_psf_images
 from .seds import band_flux_ratios, colour_table
 
 __all__ = ["BlendSample", "SceneParams", "SPLIT_CODES", "blend_rng", "scene_parameters", "simulate_blend", "place_galaxies",
@@ -246,7 +246,7 @@ def simulate_blend(config: SimConfig, *, seed: int, split: str, index: int) -> B
     return BlendSample(
         blend=noisy.astype(np.float32),
         isolated=isolated,
-        psf=psf_images(psfs, size=config.psf_size, pixel_scale=scale),
+        psf=render_psf_images(psfs, size=config.psf_size, pixel_scale=scale, fft_size=fft_size),
         noise_sigma=sigma_sky.astype(np.float32),
         centers=centers,
         n_galaxies=n,

@@ -186,7 +186,7 @@ def test_storage_is_chunked_per_blend_compressed_and_checksummed(tmp_path):
         for name in PER_BLEND_DATASETS:
             ds = f[name]
             assert ds.chunks == (1,) + ds.shape[1:], name
-            assert ds.compression == "gzip" and ds.compression_opts == 4, name
+            assert ds.compression == "gzip" and ds.compression_opts == 1, name
             assert ds.shuffle and ds.fletcher32, name
         assert f["truth"].fletcher32
         # JSON containers are stored as fixed-length UTF-8 strings readable by any HDF5 tool
