@@ -57,7 +57,7 @@ import numpy as np
 from .config import SimConfig
 from .errors import ConfigError, DataFileError, DeblendKitError
 from .generate import PER_BLEND, Chunk, package_versions, simulate_chunk
-from .io import truth_dtype, write_rows_file
+from .io import _fsync_directory, truth_dtype, write_rows_file
 
 __all__ = [
     "CHUNK_FORMAT",
@@ -116,19 +116,6 @@ def _host() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platform dependent
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover - platform dependent
-        pass
-    finally:
-        os.close(fd)
-
-
 def _atomic_write(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` via a temporary file, fsync and rename."""
     tmp = path.parent / f".{path.name}.{socket.gethostname()}.{os.getpid()}.tmp"
@@ -142,7 +129,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise DataFileError(f"cannot write {path}: {exc}") from exc
-    _fsync_dir(path.parent)
+    _fsync_directory(path.parent)
 
 
 class ChunkStore:

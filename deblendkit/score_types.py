@@ -102,55 +102,52 @@ class DeblendScore(_ScoreType):
         return float(np.mean(score)) if len(score) else math.nan
 
 
-class FluxScatter(_TableScore):
+class _BandScore(_TableScore):
+    """A table score of one band: ``key`` is ``f"{stat}_{band}"``, the name ``f"{label}_{band}"``."""
+
+    stat = ""
+    label = ""
+
+    def __init__(self, bands: Sequence[str], *, band: str = "r", name: str | None = None, precision: int = 4):
+        self.bands = _bands(bands)
+        self.band = _need(self.bands, band, type(self).__name__)
+        self.key = f"{self.stat}_{band}"
+        self.name = name or f"{self.label or self.stat}_{band}"
+        self.precision = precision
+
+
+class FluxScatter(_BandScore):
     """Robust scatter (1.4826 MAD) of the relative flux error dF/F in one band; lower is better."""
 
     is_lower_the_better = True
     minimum = 0.0
     maximum = float("inf")
     groups = ("flux",)
-
-    def __init__(self, bands: Sequence[str], *, band: str = "r", name: str | None = None, precision: int = 4):
-        self.bands = _bands(bands)
-        self.band = _need(self.bands, band, "FluxScatter")
-        self.key = f"flux_scatter_{band}"
-        self.name = name or self.key
-        self.precision = precision
+    stat = "flux_scatter"
 
 
-class AbsFluxBias(_TableScore):
+class AbsFluxBias(_BandScore):
     """Absolute value of the median relative flux error in one band; lower is better."""
 
     is_lower_the_better = True
     minimum = 0.0
     maximum = float("inf")
     groups = ("flux",)
-
-    def __init__(self, bands: Sequence[str], *, band: str = "r", name: str | None = None, precision: int = 4):
-        self.bands = _bands(bands)
-        self.band = _need(self.bands, band, "AbsFluxBias")
-        self.key = f"flux_bias_{band}"
-        self.name = name or f"abs_flux_bias_{band}"
-        self.precision = precision
+    stat = "flux_bias"
+    label = "abs_flux_bias"
 
     def __call__(self, y_true, y_pred) -> float:
         return abs(super().__call__(y_true, y_pred))
 
 
-class CatastrophicFluxFraction(_TableScore):
+class CatastrophicFluxFraction(_BandScore):
     """Fraction of galaxies with ``|dF/F| > 0.2`` in one band; lower is better, in [0, 1]."""
 
     is_lower_the_better = True
     minimum = 0.0
     maximum = 1.0
     groups = ("flux",)
-
-    def __init__(self, bands: Sequence[str], *, band: str = "r", name: str | None = None, precision: int = 4):
-        self.bands = _bands(bands)
-        self.band = _need(self.bands, band, "CatastrophicFluxFraction")
-        self.key = f"flux_catastrophic_{band}"
-        self.name = name or self.key
-        self.precision = precision
+    stat = "flux_catastrophic"
 
 
 class ColourScatter(_TableScore):
