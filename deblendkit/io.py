@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import ConfigError, DataFileError, OutputExistsError
+from .codec import write_rows
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -471,7 +472,8 @@ def write_rows_file(
             f.attrs["start"] = int(start)
             _store_attr(f.attrs, "bands", json.dumps(list(bands)))
             for name, arr in rows.items():
-                f.create_dataset(name, data=arr, **_dataset_options(arr.shape))
+                ds = f.create_dataset(name, shape=arr.shape, dtype=arr.dtype, **_dataset_options(arr.shape))
+                write_rows(ds, 0, arr)
             f.create_dataset("truth", data=truth)
     except OSError as exc:
         raise DataFileError(f"cannot write the rows file {path}: {exc}") from exc
@@ -719,7 +721,7 @@ class DatasetWriter:
         self._check_rows(start, arrays, truth)
         try:
             for name, arr in arrays.items():
-                self._file[name][start:stop] = arr
+                write_rows(self._file[name], start, arr)
         except OSError as exc:
             raise DataFileError(
                 f"writing rows [{start}, {stop}) of {self.tmp_path} failed: {exc}"
