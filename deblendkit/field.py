@@ -94,7 +94,7 @@ from .config import SimConfig
 from .errors import ConfigError
 from .population import Galaxies, sample_magnitudes, sample_population
 from .psf import scene_psfs
-from .render import _k_image, component_profiles, render_galaxies, render_psf_images, wrap_factor
+from .render import component_profiles, psf_transfer, render_galaxies, render_psf_images, wrap_factor
 from .scene import BlendSample, add_noise, split_code
 from .seds import band_flux_ratios, colour_table
 
@@ -358,15 +358,6 @@ def _component_k(hlr_bulge, hlr_disk, e1, e2, kx, ky) -> tuple[np.ndarray, np.nd
     return bulge, disk
 
 
-def _transfer(psfs, n: int, pixel_scale: float) -> np.ndarray:
-    """PSF x pixel response on the half-plane k grid, (C, n, n // 2 + 1)."""
-    dk = 2.0 * np.pi / (n * pixel_scale)
-    ky = 2.0 * np.pi * np.fft.fftfreq(n, d=pixel_scale)
-    kx = 2.0 * np.pi * np.fft.rfftfreq(n, d=pixel_scale)
-    pix = np.outer(np.sinc(ky * pixel_scale / (2 * np.pi)), np.sinc(kx * pixel_scale / (2 * np.pi)))
-    return np.stack([_k_image(p, n, dk) for p in psfs]) * pix
-
-
 def render_sum(
     *,
     galaxies: Galaxies,
@@ -425,7 +416,7 @@ def render_sum(
         # complex x complex matmul: numpy's BLAS path (a real left operand is not)
         acc += np.asarray(flux_bulge[s], np.complex64).T @ (kb.astype(np.float32) * phase).reshape(g, -1)
         acc += np.asarray(flux_disk[s], np.complex64).T @ (kd.astype(np.float32) * phase).reshape(g, -1)
-    spec = acc.reshape(n_band, n, n // 2 + 1) * _transfer(psfs, n, pixel_scale).astype(np.float32)
+    spec = acc.reshape(n_band, n, n // 2 + 1) * psf_transfer(tuple(psfs), n, pixel_scale).astype(np.float32)
     img = np.fft.irfft2(spec, s=(n, n), axes=(-2, -1))
     idx = (np.arange(stamp_size) - c0) % n
     return img[:, idx[:, None], idx[None, :]]
@@ -579,7 +570,7 @@ def _postage_stamps(galaxies: Galaxies, flux_bulge, flux_disk, offsets, transfer
     galaxies : Galaxies (G)
     flux_bulge, flux_disk : (G,) float, ADU
     offsets : (G, 2) float, (dx, dy) sub-pixel offsets from the central pixel, pixels
-    transfer : (size, size // 2 + 1) PSF x pixel response (:func:`_transfer`)
+    transfer : (size, size // 2 + 1) PSF x pixel response (:func:`deblendkit.render.psf_transfer`)
     size : int, pixels (the FFT grid: light farther than size / 2 wraps around)
     scale : float, arcsec / pixel
     """
@@ -660,7 +651,7 @@ def simulate_sky(
     for size in np.unique(sizes):
         size = int(size)
         members = np.flatnonzero(sizes == size)
-        transfer = _transfer(psfs, size, scale)[0]
+        transfer = psf_transfer(tuple(psfs), size, scale)[0]
         chunk = max(1, 2**21 // (size * size))
         half = size // 2
         for a in range(0, len(members), chunk):

@@ -34,7 +34,7 @@ import galsim
 import numpy as np
 
 __all__ = ["fft_size_for", "wrap_factor", "render_galaxies", "component_profiles", "psf_transfer",
-           "render_psf_images"]
+           "render_psf_images", "irfft2_window"]
 
 #: PSF k-space amplitude (relative to k=0) at m x Nyquist below which the power beyond is
 #: ignored. At 8.7e-4 the peak-pixel error measured 7e-5 (tests/test_render.py bounds it).
@@ -91,6 +91,18 @@ def _k_image(obj, n_grid: int, dk: float, *, half: bool = True) -> np.ndarray:
     return np.fft.ifftshift(arr)
 
 
+def irfft2_window(spec: np.ndarray, n: int, idx: np.ndarray) -> np.ndarray:
+    """``np.fft.irfft2(spec, s=(n, n))[..., idx[:, None], idx[None, :]]`` without the unused rows.
+
+    ``spec`` (..., n, n // 2 + 1) is a half-plane spectrum (ky in FFT order, kx >= 0).
+    The inverse transform along ky is done for every column, then only the rows in
+    ``idx`` are transformed along kx: for a 48-pixel stamp on a 128-pixel grid
+    that is ~30% fewer operations than the full 2-D transform, same values.
+    """
+    rows = np.fft.ifft(spec, axis=-2)[..., idx, :]
+    return np.fft.irfft(rows, n=n, axis=-1)[..., idx]
+
+
 @functools.lru_cache(maxsize=4)
 def psf_transfer(psfs: tuple, n: int, pixel_scale: float) -> np.ndarray:
     """PSF x pixel response of each band on the real-FFT grid, (C, n, n // 2 + 1), real.
@@ -120,9 +132,8 @@ def render_psf_images(psfs, *, size: int, pixel_scale: float, fft_size: int) -> 
         arrs = [p.drawImage(nx=size, ny=size, scale=pixel_scale).array for p in psfs]
         img = np.stack(arrs).astype(np.float64)
     else:
-        full = np.fft.irfft2(psf_transfer(tuple(psfs), n, pixel_scale), s=(n, n), axes=(-2, -1))
         idx = (np.arange(size) - size // 2) % n
-        img = full[:, idx[:, None], idx[None, :]]
+        img = irfft2_window(psf_transfer(tuple(psfs), n, pixel_scale), n, idx)
     return (img / img.sum(axis=(-2, -1), keepdims=True)).astype(np.float32)
 
 
@@ -181,16 +192,18 @@ def render_galaxies(
     kd = np.stack([_k_image(d, n, dk) for d in disks])
     # Single precision from here: float32 keeps ~1e-7 relative accuracy, far
     # below the 1e-3 / 3e-4 tolerances, and halves the FFT time.
-    spec = (flux_bulge[:, :, None, None] * kb[:, None] + flux_disk[:, :, None, None] * kd[:, None])
-    spec = (spec * transfer[None]).astype(np.float32)
+    f32 = np.float32
+    fb, fd = np.asarray(flux_bulge, f32)[:, :, None, None], np.asarray(flux_disk, f32)[:, :, None, None]
+    spec = fb * kb.astype(f32)[:, None]
+    spec += fd * kd.astype(f32)[:, None]
+    spec *= transfer.astype(f32)[None]
 
     c0 = stamp_size // 2
     shift = (np.asarray(positions, dtype=float) - c0) * pixel_scale  # arcsec, (K, 2)
     phase = (np.exp(-1j * ky[None, :, None] * shift[:, 1, None, None])
              * np.exp(-1j * kx[None, None, :] * shift[:, 0, None, None])).astype(np.complex64)
-    img = np.fft.irfft2(spec * phase[:, None], s=(n, n), axes=(-2, -1))
     idx = (np.arange(stamp_size) - c0) % n
-    return img[:, :, idx[:, None], idx[None, :]].astype(np.float64)
+    return irfft2_window(spec * phase[:, None], n, idx).astype(np.float64)
 
 
 def _render_wrapped(bulges, disks, flux_bulge, flux_disk, positions, psfs,

@@ -14,7 +14,7 @@ from deblendkit.config import SimConfig
 from deblendkit.errors import ConfigError
 from deblendkit.io import read_dataset
 from deblendkit.population import sample_population
-from deblendkit.render import _k_image, component_profiles, render_galaxies
+from deblendkit.render import _k_image, component_profiles, psf_transfer, render_galaxies
 from deblendkit.scene import simulate_blend
 
 FIELD = dict(mode="field", bands=("g", "r", "i"), noise="none")
@@ -249,7 +249,7 @@ def test_postage_stamps_match_galsim_draw_image(config):
     for j in range(4):
         size = int(sizes[j])
         got = field._postage_stamps(g.take([j]), fb[[j]], fd[[j]], off[[j]],
-                                    field._transfer([psf], size, 0.2)[0], size, 0.2)[0]
+                                    psf_transfer((psf,), size, 0.2)[0], size, 0.2)[0]
         shear = galsim.Shear(g1=g.e1[j], g2=g.e2[j])
         gal = (galsim.DeVaucouleurs(half_light_radius=g.hlr_bulge[j], flux=fb[j]).shear(shear)
                + galsim.Exponential(half_light_radius=g.hlr_disk[j], flux=fd[j]).shear(shear))
