@@ -23,9 +23,9 @@ and matches its bytes. A rerun after a crash (a killed process, a lost worker,
 a full disk) keeps the complete chunks and redoes the rest, including any chunk
 whose bytes no longer match (it is logged and deleted). The manifest guards
 against mixing chunks of another configuration, seed, split or package version:
-when it differs the directory is emptied first. One assembly step
-(:func:`deblendkit.generate.generate_split`) then copies the chunks in order
-into the final file with :class:`~deblendkit.io.DatasetWriter`; the chunk
+when it differs the directory is emptied first. The assembly
+(:func:`deblendkit.generate.generate_split`) copies the chunks in order, as
+they complete, into the final file with :class:`~deblendkit.io.DatasetWriter`; the chunk
 directory is removed once the final file is in place.
 
 On a Dask cluster the work directory must be on a filesystem that the workers

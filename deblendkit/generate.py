@@ -8,9 +8,10 @@ workers, the scheduler or the chunk size.
 
 Every chunk goes through a checksummed chunk file in a work directory beside
 the output (:mod:`deblendkit.distributed`), checked and compressed by the
-worker that made it; one assembly step then copies the compressed chunks, in
-chunk order, into the final file with :class:`~deblendkit.io.DatasetWriter`
-(temporary file, then an atomic rename). So a run that is killed leaves no
+worker that made it; the assembly copies the compressed chunks, in chunk
+order, into the final file with :class:`~deblendkit.io.DatasetWriter`
+(temporary file, then an atomic rename), each chunk as soon as it and those
+before it are done, while the workers go on (the serial part overlaps them). So a run that is killed leaves no
 partial output, and running the same command again resumes from the chunks
 that are complete instead of starting over. With the same chunk order and
 ``created`` time (set ``SOURCE_DATE_EPOCH`` to fix it) two runs give the same
@@ -155,7 +156,8 @@ def generate_split(
     """Simulate ``n_blends`` blends of ``split`` and write them to ``path``.
 
     Chunks are simulated into checksummed chunk files (in this process, a
-    process pool or on Dask), then assembled in order into ``path``; see the
+    process pool or on Dask) and assembled in order into ``path`` as they
+    complete; see the
     module docstring and :mod:`deblendkit.distributed`.
 
     Parameters
@@ -185,7 +187,8 @@ def generate_split(
     ``seconds``, ``bytes`` and the chunk bookkeeping ``chunks`` (total),
     ``chunks_reused`` (complete from an earlier run), ``chunks_redone``
     (corrupt, simulated again at assembly), ``chunk_bytes`` (size of the chunk
-    files, the temporary disk space), ``simulate_seconds``, ``assemble_seconds``.
+    files, the temporary disk space), ``simulate_seconds`` (until the last chunk
+    is simulated) and ``assemble_seconds`` (the assembly left after that).
 
     Raises
     ------
@@ -230,28 +233,18 @@ def generate_split(
     bar = tqdm(total=n_blends, desc=f"{split}", unit="blend", disable=not progress, leave=False)
     bar.update(sum(b - a for a, b in complete))
 
-    def on_done(info) -> None:
-        bar.update(info.stop - info.start)
+    # Assembly streams: each chunk is copied into the output as soon as it and
+    # all chunks before it are done (chunk order, so the file layout does not
+    # depend on who ran what), while the workers go on with the next ones.
+    ready = set(complete)
+    blendedness: list[np.ndarray] = []
+    state = {"next": 0, "n_gal": 0, "redone": 0}
 
-    if scheduler is None:
-        run_chunks(store, config, seed=seed, split=split, bounds=todo, n_jobs=int(n_jobs), on_done=on_done)
-        how = "this process" if n_jobs == 1 or len(todo) <= 1 else f"{n_jobs} local processes"
-    else:
-        with dask_client(scheduler, n_workers=int(n_jobs)) as client:
-            run_chunks(store, config, seed=seed, split=split, bounds=todo, client=client, on_done=on_done)
-            how = "Dask" if is_dask_client(scheduler) else f"Dask ({scheduler})"
-    bar.close()
-    t_sim = time.perf_counter() - t0
-    chunk_bytes = store.nbytes()
-
-    # Assembly: chunk order, so the file layout does not depend on who ran what.
-    blendedness = []
-    n_gal = 0
-    redone = 0
-    with writer:
-        for a, b in bounds:
+    def assemble_ready() -> None:
+        while state["next"] < len(bounds) and bounds[state["next"]] in ready:
+            a, b = bounds[state["next"]]
             if not store.verify(a, b):  # damaged since it was written: simulate it again here
-                redone += 1
+                state["redone"] += 1
                 simulate_to_store(store, config, seed, split, a, b)
                 if not store.verify(a, b):  # pragma: no cover - the disk loses what it was just given
                     raise DataFileError(f"chunk [{a}, {b}) of {path} cannot be read back from {store.directory}")
@@ -259,7 +252,29 @@ def generate_split(
             truth = writer.copy_rows(store.chunk_path(a, b))
             labelled = truth["labelled"] == 1
             blendedness.append(truth["blendedness"][labelled])
-            n_gal += int(labelled.sum())
+            state["n_gal"] += int(labelled.sum())
+            state["next"] += 1
+
+    def on_done(info) -> None:
+        bar.update(info.stop - info.start)
+        ready.add((info.start, info.stop))
+        assemble_ready()
+
+    with writer:
+        assemble_ready()  # chunks reused from an interrupted run
+        if scheduler is None:
+            run_chunks(store, config, seed=seed, split=split, bounds=todo, n_jobs=int(n_jobs), on_done=on_done)
+            how = "this process" if n_jobs == 1 or len(todo) <= 1 else f"{n_jobs} local processes"
+        else:
+            with dask_client(scheduler, n_workers=int(n_jobs)) as client:
+                run_chunks(store, config, seed=seed, split=split, bounds=todo, client=client, on_done=on_done)
+                how = "Dask" if is_dask_client(scheduler) else f"Dask ({scheduler})"
+        bar.close()
+        t_sim = time.perf_counter() - t0
+        chunk_bytes = store.nbytes()
+        ready.update(bounds)
+        assemble_ready()
+    n_gal, redone = state["n_gal"], state["redone"]
     if not keep_chunks:
         store.remove()
     seconds = time.perf_counter() - t0

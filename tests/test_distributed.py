@@ -197,9 +197,12 @@ def test_failed_assembly_leaves_no_file_and_keeps_chunks(config, tmp_path, refer
     with pytest.raises(OSError, match="disk full"):
         make(config, tmp_path / "train.h5")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["_chunks"]  # no final, no temporary file
+    # The assembly streams: it failed on the third chunk, after three chunks were simulated.
+    kept = list((tmp_path / "_chunks").rglob("*.h5.sha256"))
+    assert len(kept) == 3
     monkeypatch.setattr(DatasetWriter, "copy_rows", real_copy)
     out = make(config, tmp_path / "train.h5")
-    assert out["chunks_reused"] == 4
+    assert out["chunks_reused"] == 3
     assert sha256(tmp_path / "train.h5") == sha256(reference)
 
 
