@@ -11,7 +11,13 @@ Prints blends/s of
 and the two ratios the simulator issue sets goals for: pipeline / reference at
 one job (goal >= 2) and two jobs / one job (goal >= 1.7).
 
-Usage: ``python benchmarks/bench_simulation.py [--n-blends 200] [--profile]``
+The three measurements are interleaved in ``--rounds`` rounds (reference,
+1 job, 2 jobs, then again): on a shared machine the speed drifts by tens of
+percent within a minute, so each round gives its own ratios and the summary is
+their median (and range), not a ratio of measurements taken minutes apart.
+The pipeline runs with ``prepare_data.py``'s default chunk size (16 blends).
+
+Usage: ``python benchmarks/bench_simulation.py [--n-blends 200] [--rounds 3] [--profile]``
 """
 from __future__ import annotations
 
@@ -53,7 +59,7 @@ def pipeline(config: SimConfig, n_blends: int, seed: int, n_jobs: int, directory
     path = os.path.join(directory, f"bench_{n_jobs}.h5")
     t0 = time.perf_counter()
     generate_split(config, path=path, split="train", n_blends=n_blends, seed=seed, n_jobs=n_jobs,
-                   chunk_size=8, overwrite=True, progress=False)
+                   overwrite=True, progress=False)
     return time.perf_counter() - t0
 
 
@@ -61,33 +67,43 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n-blends", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved measurement rounds (median reported)")
     ap.add_argument("--profile", action="store_true", help="print where the pipeline's time goes")
     args = ap.parse_args()
     config = SimConfig()
     colour_table(config.survey, config.band_names, config.ref_band)  # warm caches
     scene_parameters(config, seed=args.seed, split="train", index=0)
     n = args.n_blends
+    rounds = []
     with tempfile.TemporaryDirectory() as d:
         pipeline(config, 8, args.seed, 1, d)  # warm GalSim's profile tables
         bare_reference(config, 4, args.seed)
-        t_ref = bare_reference(config, n, args.seed)
         if args.profile:
             prof = cProfile.Profile()
             prof.enable()
-        t1 = pipeline(config, n, args.seed, 1, d)
-        if args.profile:
+            pipeline(config, n, args.seed, 1, d)
             prof.disable()
             pstats.Stats(prof).sort_stats("tottime").print_stats(15)
-        t2 = pipeline(config, n, args.seed, 2, d)
+        for r in range(args.rounds):
+            t_ref = bare_reference(config, n, args.seed)
+            t1 = pipeline(config, n, args.seed, 1, d)
+            t2 = pipeline(config, n, args.seed, 2, d)
+            rounds.append((t_ref, t1, t2))
+            print(f"round {r + 1}: bare {n / t_ref:6.1f} /s, pipeline 1 job {n / t1:6.1f} /s, "
+                  f"2 jobs {n / t2:6.1f} /s; ratios {t_ref / t1:5.2f} and {t1 / t2:5.2f}", flush=True)
     ngal = sum(len(scene_parameters(config, seed=args.seed, split="train", index=i).galaxies) for i in range(n))
+    t_ref, t1, t2 = (np.median([x[i] for x in rounds]) for i in range(3))
+    r1 = [x[0] / x[1] for x in rounds]
+    r2 = [x[1] / x[2] for x in rounds]
     print(f"{n} blends ({ngal / n:.2f} galaxies/blend, {len(config.band_names)} bands, "
-          f"{config.stamp_size}x{config.stamp_size} pixels), cores: {os.cpu_count()}")
+          f"{config.stamp_size}x{config.stamp_size} pixels), cores: {os.cpu_count()}, rounds: {args.rounds}")
     print(f"bare GalSim reference (drawImage per galaxy and band, no noise/I/O): {n / t_ref:7.1f} blends/s")
     print(f"full pipeline, n_jobs=1 (render+noise+truth+HDF5):                {n / t1:7.1f} blends/s")
     print(f"full pipeline, n_jobs=2:                                           {n / t2:7.1f} blends/s")
-    print(f"ratio pipeline(n_jobs=1) / bare reference: {t_ref / t1:5.2f}  (goal >= 2)")
-    print(f"ratio pipeline n_jobs=2 / n_jobs=1:         {t1 / t2:5.2f}  (goal >= 1.7)")
-
+    print(f"ratio pipeline(n_jobs=1) / bare reference: {np.median(r1):5.2f}  "
+          f"(rounds {min(r1):.2f}-{max(r1):.2f}; goal >= 2)")
+    print(f"ratio pipeline n_jobs=2 / n_jobs=1:         {np.median(r2):5.2f}  "
+          f"(rounds {min(r2):.2f}-{max(r2):.2f}; goal >= 1.7)")
 
 if __name__ == "__main__":
     main()
