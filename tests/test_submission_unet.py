@@ -347,6 +347,7 @@ def test_fit_stops_on_time_budget_with_a_log_message(monkeypatch, caplog, data):
         (dict(channels=(8, 16, 32), canvas_size=30), r"canvas_size must be a multiple of 4 .* got 30"),
         (dict(final_lr_fraction=0.0), r"final_lr_fraction must be in \(0, 1\], got 0.0"),
         (dict(tta=9), "tta must be an integer from 1 to 8, got 9"),
+        (dict(ema_decay=1.0), r"ema_decay must be in \[0, 1\), got 1.0"),
         (dict(output="log"), "output must be 'scaled' or 'arcsinh', got 'log'"),
     ],
 )

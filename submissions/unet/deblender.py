@@ -22,7 +22,9 @@ put back in the stamp (zero outside the window), negative pixels set to zero.
 The loss is the challenge's primary score without its cap: the mean over galaxies
 of the normalised residual ``||y_hat - y||_2 / ||y||_2`` over all bands and pixels, in
 ADU, plus a small L1 term on the arcsinh-normalised images. Training data are
-augmented with the 8 flips/rotations of the stamp (images and centers alike).
+augmented with the 8 flips/rotations of the stamp (images and centers alike); Adam
+with a cosine learning-rate decay; the kept weights are an exponential moving
+average over the steps. ``predict`` averages over 4 flips/rotations (``tta``).
 
 Time: training is bounded by ``epochs`` and by a wall-clock budget,
 ``max_train_seconds``; the environment variable ``DEBLEND_UNET_MAX_TRAIN_SECONDS``
@@ -107,10 +109,12 @@ class UNetOptions:
         Learning rate at the end of the schedule, as a fraction of ``lr``.
     weight_decay : float
         Adam's L2 weight decay.
+    ema_decay : float
+        When > 0, the trained model's weights are an exponential moving average of
+        the weights over the optimiser steps, with this decay per step (in [0, 1);
+        0: the last weights). The default gained ~0.004 in score in a 10-minute training.
     channels : tuple of int
         Feature channels per U-Net level, finest first (3 levels by default).
-    norm_groups : int
-        GroupNorm after each convolution with this many groups; 0: none.
     canvas_size : int or None
         Side (pixels) of the square window, centred on the target galaxy, that the
         network sees and predicts; it must be a multiple of ``2 ** (levels - 1)``.
@@ -164,8 +168,8 @@ class UNetOptions:
     lr: float = 2e-3
     final_lr_fraction: float = 0.03
     weight_decay: float = 0.0
+    ema_decay: float = 0.998
     channels: tuple = (16, 32, 64)
-    norm_groups: int = 0
     canvas_size: int | None = 32
     output: str = "scaled"
     arcsinh_scale: float = 1.0
@@ -204,6 +208,8 @@ class UNetOptions:
             _positive_float(name)
         for name in ("weight_decay", "l1_weight", "loss_floor"):
             _positive_float(name, allow_zero=True)
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay!r}")
         if not 0 < self.final_lr_fraction <= 1:
             raise ValueError(f"final_lr_fraction must be in (0, 1], got {self.final_lr_fraction!r}")
         channels = tuple(self.channels)
@@ -222,8 +228,6 @@ class UNetOptions:
             raise ValueError("device='cuda' was asked for but torch.cuda.is_available() is False")
         if self.num_threads is not None:
             _positive_int("num_threads")
-        if isinstance(self.norm_groups, bool) or not isinstance(self.norm_groups, (int, np.integer)) or self.norm_groups < 0:
-            raise ValueError(f"norm_groups must be a non-negative integer, got {self.norm_groups!r}")
         if self.canvas_size is not None:
             _positive_int("canvas_size")
             mult = 2 ** (len(self.channels) - 1)
@@ -498,39 +502,40 @@ def relative_l2(pred: torch.Tensor, truth: torch.Tensor, floor: torch.Tensor | f
 
 # ---------------------------------------------------------------------------- network
 class _DoubleConv(nn.Sequential):
-    """Two 3x3 convolutions, each followed by an optional GroupNorm and SiLU."""
+    """Two 3x3 convolutions, each followed by SiLU.
 
-    def __init__(self, c_in: int, c_out: int, groups: int = 0):
-        layers = []
-        for c in (c_in, c_out):
-            layers.append(nn.Conv2d(c, c_out, 3, padding=1))
-            if groups:
-                layers.append(nn.GroupNorm(math.gcd(groups, c_out), c_out))
-            layers.append(nn.SiLU())
-        super().__init__(*layers)
+    (No normalisation layer: GroupNorm made a 10-minute CPU training slightly worse.)
+    """
+
+    def __init__(self, c_in: int, c_out: int):
+        super().__init__(
+            nn.Conv2d(c_in, c_out, 3, padding=1),
+            nn.SiLU(),
+            nn.Conv2d(c_out, c_out, 3, padding=1),
+            nn.SiLU(),
+        )
 
 
 class UNet(nn.Module):
     """A small U-Net: ``len(channels)`` levels, max-pool down, transposed-conv up.
 
     Input (B, in_channels, H, W) with H and W multiples of ``2 ** (levels - 1)``;
-    output (B, out_channels, H, W). ``groups`` > 0 adds GroupNorm with that many
-    groups after each convolution.
+    output (B, out_channels, H, W).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, channels: tuple = (16, 32, 64), groups: int = 0):
+    def __init__(self, in_channels: int, out_channels: int, channels: tuple = (16, 32, 64)):
         super().__init__()
         self.channels = tuple(channels)
         self.down = nn.ModuleList()
         c_prev = in_channels
         for c in self.channels:
-            self.down.append(_DoubleConv(c_prev, c, groups))
+            self.down.append(_DoubleConv(c_prev, c))
             c_prev = c
         self.up = nn.ModuleList()
         self.merge = nn.ModuleList()
         for c in reversed(self.channels[:-1]):
             self.up.append(nn.ConvTranspose2d(c_prev, c, 2, stride=2))
-            self.merge.append(_DoubleConv(2 * c, c, groups))
+            self.merge.append(_DoubleConv(2 * c, c))
             c_prev = c
         self.head = nn.Conv2d(c_prev, out_channels, 1)
 
@@ -641,7 +646,7 @@ class Deblender:
 
     def _build_net(self, n_bands):
         n_in = (3 if self.options.use_psf_size else 2) * n_bands + (2 if self.options.use_other_centers else 1)
-        return UNet(n_in, n_bands, self.options.channels, self.options.norm_groups)
+        return UNet(n_in, n_bands, self.options.channels)
 
     def _forward(self, net, blend, sigma, psf_w, centers, valid, target, canvas):
         """Predicted images of the targets in windows centred on them.
@@ -724,6 +729,7 @@ class Deblender:
             data["blend"] = _tensor(blend).to(device)
             pairs_t = _tensor(pairs)
             optimiser = torch.optim.Adam(net.parameters(), lr=opt.lr, weight_decay=opt.weight_decay)
+            ema = [p.detach().clone() for p in net.parameters()] if opt.ema_decay > 0 else None
             steps_per_epoch = math.ceil(len(pairs) / opt.batch_size)
             planned_epochs = opt.epochs
             step = 0
@@ -752,6 +758,12 @@ class Deblender:
                         group["lr"] = lr
                     losses.append(self._train_step(net, optimiser, idx, transforms, data, canvas, device))
                     step += 1
+                    if ema is not None:
+                        with torch.no_grad():
+                            # warm-up: plain average over the first steps, then exponential
+                            decay = min(opt.ema_decay, step / (step + 10.0))
+                            for avg, p in zip(ema, net.parameters()):
+                                avg.lerp_(p, 1.0 - decay)
                     if time.perf_counter() - t_start > budget:
                         stopped_on_time = True
                         break
@@ -774,6 +786,10 @@ class Deblender:
                                 budget, new_plan, per_epoch, opt.epochs)
                     planned_epochs = new_plan
             net.eval()
+            if ema is not None:
+                with torch.no_grad():
+                    for p, avg in zip(net.parameters(), ema):
+                        p.copy_(avg)
             self._state = {k: v.detach().cpu().numpy().copy() for k, v in net.state_dict().items()}
         self._meta = {"n_bands": n_bands, "bands": tuple(getattr(X, "bands", ()) or ())}
         self._net = None
