@@ -4,5 +4,5 @@
 # collected") is a failure here.
 set -euo pipefail
 cd "$(dirname "$0")"
-./setup_env.sh
+./setup_env.sh --with-scarlet2
 .venv/bin/python -m pytest -q -ra "$@"

@@ -1,10 +1,19 @@
 #!/usr/bin/env bash
 # Create .venv and install the pinned requirements and the kit (editable).
+# --with-scarlet2 also installs requirements-scarlet2.txt (scarlet2 + JAX, ~300 MB),
+# which only the scarlet2 submission needs; ./run_tests.sh asks for it.
 # Also installs the Debian packages the browser and ramp-board tests need
 # (chromium, postgresql) when they are missing and apt-get is usable (root).
 set -euo pipefail
 cd "$(dirname "$0")"
 PY=${PYTHON:-python3}
+with_scarlet2=0
+for arg in "$@"; do
+  case "$arg" in
+    --with-scarlet2) with_scarlet2=1 ;;
+    *) echo "setup_env.sh: unknown option $arg (allowed: --with-scarlet2)" >&2; exit 2 ;;
+  esac
+done
 
 need_apt=()
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
@@ -23,10 +32,18 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 stamp=.venv/.requirements.sha
-want=$(cat requirements*.txt pyproject.toml | sha256sum | cut -d' ' -f1)
+want=$(cat requirements.txt pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -r requirements.txt
   .venv/bin/python -m pip install -q -e . --no-deps
   echo "$want" > "$stamp"
+fi
+if [ "$with_scarlet2" = 1 ]; then
+  stamp2=.venv/.requirements-scarlet2.sha
+  want2=$(cat requirements.txt requirements-scarlet2.txt | sha256sum | cut -d' ' -f1)
+  if [ "$(cat "$stamp2" 2>/dev/null)" != "$want2" ]; then
+    .venv/bin/python -m pip install -q -r requirements.txt -r requirements-scarlet2.txt
+    echo "$want2" > "$stamp2"
+  fi
 fi
