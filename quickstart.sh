@@ -7,7 +7,20 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 ./setup_env.sh
-if [ ! -f data/train.h5 ] || [ ! -f data/test.h5 ] || [ ! -f data/train_mini.h5 ] || [ ! -f data/test_mini.h5 ]; then
+# Make the default data when it is missing or unreadable by this version of the kit
+# (e.g. files of an older schema): the check prints why before the data is remade.
+if ! .venv/bin/python - <<'PY'
+import sys
+from deblendkit.errors import DataFileError
+from deblendkit.io import validate_file
+try:
+    for split in ("train", "test", "train_mini", "test_mini"):
+        validate_file(f"data/{split}.h5")
+except DataFileError as exc:
+    print(f"quickstart.sh: {exc}: making the default data", file=sys.stderr)
+    sys.exit(1)
+PY
+then
   .venv/bin/python prepare_data.py --overwrite
 fi
 exec .venv/bin/ramp-test --submission "${SUBMISSION:-starting_kit}" "$@"

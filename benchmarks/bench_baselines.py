@@ -28,7 +28,7 @@ def main() -> None:
     ap.add_argument("--data", default=str(ROOT / "data"))
     ap.add_argument("--n-train", type=int, default=40)
     ap.add_argument("--n-test", type=int, default=40)
-    ap.add_argument("--submissions", default="starting_kit,forward_model,unet")
+    ap.add_argument("--submissions", default="starting_kit,forward_model,unet,scarlet2")
     args = ap.parse_args()
     os.environ.setdefault("DEBLEND_UNET_MAX_TRAIN_SECONDS", "20")
 
@@ -42,10 +42,16 @@ def main() -> None:
     Xt, yt = Xt[: args.n_test], yt[: args.n_test]
     wf = DeblenderWorkflow()
     rows = []
+    from deblendkit.errors import SubmissionError
+
     for name in args.submissions.split(","):
         path = str(ROOT / "submissions" / name)
         t0 = time.perf_counter()
-        model = wf.train_submission(path, X, y)
+        try:
+            model = wf.train_submission(path, X, y)
+        except SubmissionError as exc:  # e.g. scarlet2 without requirements-scarlet2.txt
+            print(f"{name}: skipped ({exc})")
+            continue
         t_fit = time.perf_counter() - t0
         t0 = time.perf_counter()
         pred = wf.test_submission(model, Xt)

@@ -22,6 +22,7 @@ kit's out-of-core path; ``ramp-test`` keeps predictions in memory (see
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import math
 import os
@@ -66,6 +67,10 @@ class StreamResult:
         Wall time of the scoring loop (predictions included).
     batch_size : int
         Blends per batch.
+    fit_seconds : float
+        Wall time of the submission's ``fit`` (NaN when predictions were given).
+    predict_seconds : float
+        Wall time spent in the submission's ``predict`` (NaN when predictions were given).
     """
 
     path: str
@@ -74,6 +79,8 @@ class StreamResult:
     summary: dict = field(repr=False)
     seconds: float
     batch_size: int
+    fit_seconds: float = math.nan
+    predict_seconds: float = math.nan
 
     @property
     def score(self) -> float:
@@ -122,6 +129,7 @@ def iter_batch_tables(
     metrics: Collection[str] | None = None,
     ref_band: str = "r",
     with_truth: bool = False,
+    max_blends: int | None = None,
 ) -> Iterator[pd.DataFrame]:
     """Per-galaxy metric tables of consecutive batches of a data file.
 
@@ -135,6 +143,7 @@ def iter_batch_tables(
     metrics : groups of :data:`deblendkit.metrics.METRIC_GROUPS` (default all).
     ref_band : band of the shape and SSIM metrics.
     with_truth : join each batch's truth rows (``blendedness``, ``mag_*``...).
+    max_blends : score only the first ``max_blends`` blends of the file (default all).
 
     Yields
     ------
@@ -151,11 +160,13 @@ def iter_batch_tables(
     from .io import H5Source, _truth_frame
 
     batch_size = _positive_int("batch_size", batch_size)
+    if max_blends is not None:
+        max_blends = _positive_int("max_blends", max_blends)
     source = H5Source(path)
     layout = source.layout
     X = BlendSet.from_file(path, in_memory=False)
     iso = source.array("isolated")
-    n = layout.n_blends
+    n = layout.n_blends if max_blends is None else min(layout.n_blends, max_blends)
     sample = (layout.max_galaxies, layout.n_bands, layout.stamp_size, layout.stamp_size)
     get = _prediction_source(predictions, n, sample)
     truth_index = None
@@ -201,6 +212,7 @@ def score_file(
     metrics: Collection[str] | None = None,
     ref_band: str = "r",
     with_truth: bool = False,
+    max_blends: int | None = None,
 ) -> StreamResult:
     """Score predictions against a data file, one batch of blends in memory at a time.
 
@@ -216,10 +228,11 @@ def score_file(
     t0 = time.perf_counter()
     layout = validate_file(path)
     parts = list(iter_batch_tables(path, predictions, batch_size=batch_size, metrics=metrics,
-                                   ref_band=ref_band, with_truth=with_truth))
+                                   ref_band=ref_band, with_truth=with_truth, max_blends=max_blends))
     table = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
     summary = summarize(table, bands=layout.bands) if len(table.columns) else {"deblend": math.nan}
-    return StreamResult(path=str(path), n_blends=layout.n_blends, table=table, summary=summary,
+    n = layout.n_blends if max_blends is None else min(layout.n_blends, int(max_blends))
+    return StreamResult(path=str(path), n_blends=n, table=table, summary=summary,
                         seconds=time.perf_counter() - t0, batch_size=int(batch_size))
 
 
@@ -232,6 +245,7 @@ def score_submission(
     metrics: Collection[str] | None = None,
     with_truth: bool = False,
     workflow: Any = None,
+    max_blends: int | None = None,
 ) -> StreamResult:
     """Fit a submission on a training file and score it on ``data_path``, out of core.
 
@@ -242,7 +256,7 @@ def score_submission(
     train_path : the training file (default ``train.h5`` beside ``data_path``);
         ``fit`` gets it as a file-backed BlendSet and a lazy ``y``
         (:class:`~deblendkit.io.LazyRows`).
-    batch_size, metrics, with_truth : as :func:`score_file`.
+    batch_size, metrics, with_truth, max_blends : as :func:`score_file`.
     workflow : a :class:`~deblendkit.workflow.DeblenderWorkflow` (default one).
 
     Raises
@@ -259,10 +273,21 @@ def score_submission(
     if train_path is None:
         train_path = os.path.join(os.path.dirname(os.path.abspath(data_path)), "train.h5")
     X_train, y_train = load_lazy(os.fspath(train_path))
+    t0 = time.perf_counter()
     model = wf.train_submission(os.fspath(submission), X_train, y_train)
+    fit_seconds = time.perf_counter() - t0
     X_train.close()
-    return score_file(data_path, lambda Xb: wf.predict(model, Xb), batch_size=batch_size,
-                      metrics=metrics, with_truth=with_truth)
+    predict_seconds = [0.0]
+
+    def predict(Xb):
+        t = time.perf_counter()
+        out = wf.predict(model, Xb)
+        predict_seconds[0] += time.perf_counter() - t
+        return out
+
+    result = score_file(data_path, predict, batch_size=batch_size, metrics=metrics, with_truth=with_truth,
+                        max_blends=max_blends)
+    return dataclasses.replace(result, fit_seconds=fit_seconds, predict_seconds=predict_seconds[0])
 
 
 # ---------------------------------------------------------------------------
@@ -283,6 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated metric groups (default: all, %(default)s)")
     p.add_argument("--output", help="write the per-galaxy table to this CSV file")
     p.add_argument("--with-truth", action="store_true", help="join the truth table in --output")
+    p.add_argument("--max-blends", type=int, help="score only the first N blends of --data (default all)")
     return p
 
 
@@ -301,7 +327,7 @@ def main(argv=None) -> int:
         if not os.path.isdir(sub):
             raise ConfigError(f"no submission folder {sub!r}")
         result = score_submission(sub, args.data, train_path=args.train, batch_size=args.batch_size,
-                                  metrics=metrics, with_truth=args.with_truth)
+                                  metrics=metrics, with_truth=args.with_truth, max_blends=args.max_blends)
         if args.output:
             result.table.to_csv(args.output, index=False)
     except DeblendKitError as exc:
@@ -310,6 +336,7 @@ def main(argv=None) -> int:
     s = result.summary
     print(f"{os.path.basename(os.path.normpath(sub))} on {args.data}: {result.n_blends} blends, "
           f"{int(s['n_galaxies'])} galaxies, batch {result.batch_size}, {result.seconds:.1f} s")
+    print(f"  fit {result.fit_seconds:.1f} s, predict {result.predict_seconds / max(result.n_blends, 1):.4f} s per blend")
     for key in ("deblend", "flux_scatter_r", "flux_bias_r", "flux_catastrophic_r", "colour_scatter_g_r",
                 "cosine", "de_median", "ssim"):
         value = s.get(key, math.nan)
