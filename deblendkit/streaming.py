@@ -143,7 +143,8 @@ def iter_batch_tables(
     metrics : groups of :data:`deblendkit.metrics.METRIC_GROUPS` (default all).
     ref_band : band of the shape and SSIM metrics.
     with_truth : join each batch's truth rows (``blendedness``, ``mag_*``...).
-    max_blends : score only the first ``max_blends`` blends of the file (default all).
+    max_blends : score only the first ``max_blends`` blends of the file (default all); an
+        array of predictions still has one row per blend of the file.
 
     Yields
     ------
@@ -168,7 +169,7 @@ def iter_batch_tables(
     iso = source.array("isolated")
     n = layout.n_blends if max_blends is None else min(layout.n_blends, max_blends)
     sample = (layout.max_galaxies, layout.n_bands, layout.stamp_size, layout.stamp_size)
-    get = _prediction_source(predictions, n, sample)
+    get = _prediction_source(predictions, layout.n_blends, sample)  # an array covers the whole file
     truth_index = None
     if with_truth:
         truth_ds = source.array("truth")

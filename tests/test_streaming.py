@@ -88,6 +88,18 @@ def test_streaming_equals_in_memory_scoring(data_dir, batch_size):
     assert result.score == pytest.approx(float(expected["deblend"].mean()))
 
 
+def test_max_blends_scores_the_first_blends_only(data_dir):
+    X, y = load_split(data_dir / "test.h5")
+    y_pred = predictions_for(y)
+    full = score_file(data_dir / "test.h5", y_pred, batch_size=3, metrics=("deblend", "flux"))
+    part = score_file(data_dir / "test.h5", y_pred, batch_size=3, metrics=("deblend", "flux"), max_blends=4)
+    assert part.n_blends == 4 and set(part.table["blend_index"]) == {0, 1, 2, 3}
+    pd.testing.assert_frame_equal(part.table, full.table[full.table["blend_index"] < 4].reset_index(drop=True))
+    assert score_file(data_dir / "test.h5", y_pred, max_blends=99).n_blends == 10  # capped at the file
+    with pytest.raises(ConfigError, match="max_blends must be an integer >= 1, got 0"):
+        score_file(data_dir / "test.h5", y_pred, max_blends=0)
+
+
 def test_prediction_sources_agree(data_dir, tmp_path):
     X, y = load_split(data_dir / "test.h5")
     y_pred = predictions_for(y)
@@ -211,6 +223,7 @@ def test_cli(data_dir, tmp_path, capsys):
     assert rc == 0
     text = capsys.readouterr().out
     assert text.startswith("recording on ") and "10 blends" in text and "deblend" in text
+    assert "  fit " in text and " s per blend" in text
     table = pd.read_csv(out_csv)
     assert {"deblend", "flux_err_r", "blendedness"} <= set(table.columns)
     (sub / "deblender.py").write_text(RECORDING.replace("return out", "return out[:, :1]"))
@@ -221,6 +234,8 @@ def test_cli(data_dir, tmp_path, capsys):
     assert err.count("\n") == 1
     assert main(["--submission", str(sub), "--data", str(data_dir / "test.h5"), "--metrics", "nope"]) == 2
     assert "unknown group(s) ['nope']" in capsys.readouterr().err
+    assert main(["--submission", str(sub), "--data", str(data_dir / "test.h5"), "--max-blends", "-1"]) == 2
+    assert "max_blends must be an integer >= 1, got -1" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------
