@@ -135,8 +135,9 @@ class Deblender:
     Parameters
     ----------
     max_iter : int
-        Most optimiser steps per blend (the example's ``maxiter`` is 1000; 300
-        keeps a CI quick test short; see the README for both).
+        Most optimiser steps per blend. The example's ``maxiter`` is 1000: on the
+        first 20 default test blends it scored 0.450 against 0.437 with 300, at
+        11.7 instead of ~9 s per blend; 300 keeps the CI quick test short.
     e_rel : float
         scarlet2's convergence criterion: stop when every parameter changes by
         less than this relative amount in a step.
