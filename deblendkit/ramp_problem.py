@@ -24,6 +24,7 @@ score data sets larger than memory with :func:`deblendkit.streaming.score_file`
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -120,16 +121,36 @@ class DataMeta:
     stamp_size: int
 
 
-def data_meta(path: str = ".") -> DataMeta:
-    """Read bands and sizes from the first data file found in ``<path>/data``."""
+def ramp_data_dir(argv=None) -> str | None:
+    """The ``--ramp-data-dir`` of a ``ramp-test`` command line (``sys.argv`` by default), or None."""
+    argv = sys.argv if argv is None else argv
+    for i, arg in enumerate(argv):
+        if arg == "--ramp-data-dir" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--ramp-data-dir="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def data_meta(path: str = ".", *, argv=None) -> DataMeta:
+    """Bands and sizes from the first data file found in ``<dir>/data``.
+
+    ``problem.py`` calls this when ``ramp-test`` imports it, before any data is
+    read and without being told where the data are; so the folder given to
+    ``ramp-test --ramp-data-dir`` (read from its command line, ``argv``) is
+    looked at first, then ``path`` (the kit). With no data file anywhere the
+    simulator's defaults are used.
+    """
     from .io import validate_file
 
-    for split in ("train", "test"):
-        for f in (split_path(path, split), os.path.join(path, "data", f"{split}.h5"),
-                  os.path.join(path, "data", f"{split}_mini.h5")):
-            if os.path.exists(f):
-                layout = validate_file(f)
-                return DataMeta(tuple(layout.bands), int(layout.max_galaxies), int(layout.stamp_size))
+    dirs = [d for d in (ramp_data_dir(argv), path) if d]
+    for directory in dirs:
+        for split in ("train", "test"):
+            for f in (split_path(directory, split), os.path.join(directory, "data", f"{split}.h5"),
+                      os.path.join(directory, "data", f"{split}_mini.h5")):
+                if os.path.exists(f):
+                    layout = validate_file(f)
+                    return DataMeta(tuple(layout.bands), int(layout.max_galaxies), int(layout.stamp_size))
     from .config import SimConfig
 
     cfg = SimConfig()

@@ -155,6 +155,30 @@ def test_problem_reads_mini_files_in_test_mode_and_cv_is_fixed(tmp_path, small_d
     assert [s.name for s in problem.score_types][0] == "deblend"
 
 
+def test_data_meta_prefers_ramp_tests_data_dir(tmp_path, small_data_dir):
+    from deblendkit.errors import DataFileError
+    from deblendkit.ramp_problem import data_meta, ramp_data_dir
+
+    assert ramp_data_dir(["ramp-test", "--submission", "x", "--ramp-data-dir", "/d"]) == "/d"
+    assert ramp_data_dir(["ramp-test", "--ramp-data-dir=/e"]) == "/e"
+    assert ramp_data_dir(["ramp-test", "--ramp-data-dir"]) is None
+    assert ramp_data_dir(["pytest"]) is None
+    # a kit whose own data/ is stale (not readable by this kit) ...
+    kit = tmp_path / "kit"
+    (kit / "data").mkdir(parents=True)
+    (kit / "data" / "train.h5").write_bytes(b"an older file")
+    with pytest.raises(DataFileError, match="train.h5 is not a readable HDF5 file"):
+        data_meta(str(kit), argv=["ramp-test"])
+    # ... is looked at only when --ramp-data-dir has no data (here: a folder without data/) ...
+    with pytest.raises(DataFileError, match="train.h5 is not a readable HDF5 file"):
+        data_meta(str(kit), argv=["ramp-test", "--ramp-data-dir", str(tmp_path / "empty")])
+    # ... and not when ramp-test is told where the data are
+    (tmp_path / "hosted").mkdir()
+    (tmp_path / "hosted" / "data").symlink_to(small_data_dir, target_is_directory=True)
+    meta = data_meta(str(kit), argv=["ramp-test", "--ramp-data-dir", str(tmp_path / "hosted")])
+    assert meta.bands == ("u", "g", "r", "i", "z", "y") and meta.max_galaxies == 6 and meta.stamp_size == 48
+
+
 def test_missing_data_says_how_to_make_it(tmp_path):
     from deblendkit.errors import DataFileError
     from deblendkit.ramp_problem import get_train_data
