@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -37,11 +38,38 @@ from .scene import simulate_blend, split_code
 from .seds import SED_NAMES, colour_table
 
 __all__ = ["Chunk", "simulate_chunk", "generate_split", "split_attrs", "package_versions", "chunk_bounds",
-           "created_time"]
+           "created_time", "request_stop", "clear_stop"]
 
 log = logging.getLogger(__name__)
 
 PER_BLEND = ("blend", "isolated", "psf", "noise_sigma", "centers", "n_galaxies")
+
+_STOP = threading.Event()
+_RUNNING = threading.Event()
+
+
+def request_stop() -> bool:
+    """Make a running :func:`generate_split` raise KeyboardInterrupt at its next chunk boundary.
+
+    For signal handlers (``prepare_data.py`` on SIGINT and SIGTERM): a
+    KeyboardInterrupt raised by the handler itself can be lost when the signal
+    lands inside a destructor or a weak-reference callback (Python then only
+    prints "Exception ignored ..."), while this flag is checked after every
+    chunk (a second or less). Returns whether a run is in progress to see it
+    (if not, the handler should raise KeyboardInterrupt itself).
+    """
+    _STOP.set()
+    return _RUNNING.is_set()
+
+
+def clear_stop() -> None:
+    """Forget an earlier :func:`request_stop` (before a new run)."""
+    _STOP.clear()
+
+
+def _check_stop() -> None:
+    if _STOP.is_set():
+        raise KeyboardInterrupt
 
 
 @dataclass(frozen=True)
@@ -241,6 +269,7 @@ def generate_split(
     state = {"next": 0, "n_gal": 0, "redone": 0}
 
     def assemble_ready() -> None:
+        _check_stop()
         while state["next"] < len(bounds) and bounds[state["next"]] in ready:
             a, b = bounds[state["next"]]
             if not store.verify(a, b):  # damaged since it was written: simulate it again here
@@ -256,24 +285,30 @@ def generate_split(
             state["next"] += 1
 
     def on_done(info) -> None:
+        _check_stop()
         bar.update(info.stop - info.start)
         ready.add((info.start, info.stop))
         assemble_ready()
 
-    with writer:
-        assemble_ready()  # chunks reused from an interrupted run
-        if scheduler is None:
-            run_chunks(store, config, seed=seed, split=split, bounds=todo, n_jobs=int(n_jobs), on_done=on_done)
-            how = "this process" if n_jobs == 1 or len(todo) <= 1 else f"{n_jobs} local processes"
-        else:
-            with dask_client(scheduler, n_workers=int(n_jobs)) as client:
-                run_chunks(store, config, seed=seed, split=split, bounds=todo, client=client, on_done=on_done)
-                how = "Dask" if is_dask_client(scheduler) else f"Dask ({scheduler})"
-        bar.close()
-        t_sim = time.perf_counter() - t0
-        chunk_bytes = store.nbytes()
-        ready.update(bounds)
-        assemble_ready()
+    _RUNNING.set()  # from here a signal handler's request_stop() is seen at the next chunk
+    try:
+        with writer:
+            assemble_ready()  # chunks reused from an interrupted run
+            if scheduler is None:
+                run_chunks(store, config, seed=seed, split=split, bounds=todo, n_jobs=int(n_jobs), on_done=on_done)
+                how = "this process" if n_jobs == 1 or len(todo) <= 1 else f"{n_jobs} local processes"
+            else:
+                with dask_client(scheduler, n_workers=int(n_jobs)) as client:
+                    run_chunks(store, config, seed=seed, split=split, bounds=todo, client=client,
+                               on_done=on_done)
+                    how = "Dask" if is_dask_client(scheduler) else f"Dask ({scheduler})"
+            bar.close()
+            t_sim = time.perf_counter() - t0
+            chunk_bytes = store.nbytes()
+            ready.update(bounds)
+            assemble_ready()
+    finally:
+        _RUNNING.clear()
     n_gal, redone = state["n_gal"], state["redone"]
     if not keep_chunks:
         store.remove()

@@ -142,22 +142,29 @@ def histogram_text(values: np.ndarray, edges=(0, 0.01, 0.05, 0.1, 0.2, 0.5, 1.0)
     return "\n".join(lines)
 
 
-def _on_sigterm(signum, frame):  # pragma: no cover - exercised in a subprocess
-    # Once only: a second SIGTERM during the clean-up must not interrupt the clean-up.
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    raise KeyboardInterrupt
+def _on_signal(signum, frame):  # pragma: no cover - exercised in a subprocess
+    from .generate import request_stop
+
+    # Once only: a second signal during the clean-up must not interrupt the clean-up.
+    signal.signal(signum, signal.SIG_IGN)
+    if not request_stop():  # a simulation in progress stops at its next chunk (a second or less)
+        raise KeyboardInterrupt
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
-    previous = None
+    from .generate import clear_stop
+
+    clear_stop()
+    previous = {}
     if argv is None:
         # SIGTERM (a batch system's time limit) cleans up like Ctrl-C.
-        try:
-            previous = signal.signal(signal.SIGTERM, _on_sigterm)
-        except ValueError:  # not the main thread
-            previous = None
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            try:
+                previous[signum] = signal.signal(signum, _on_signal)
+            except ValueError:  # not the main thread
+                pass
     try:
         from .distributed import dask_client
         from .generate import generate_split
@@ -187,8 +194,8 @@ def main(argv=None) -> int:
               f"in {where}: run the same command again to resume", file=sys.stderr)
         return 130
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     total = time.perf_counter() - t0
     print(f"\nSimulated {config.survey} bands {''.join(config.band_names)}, "
           f"{config.stamp_size}x{config.stamp_size} pixels, up to {config.max_galaxies} galaxies, seed {args.seed}")

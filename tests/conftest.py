@@ -6,6 +6,11 @@ from pathlib import Path
 import pytest
 
 
+def pytest_collection_modifyitems(config, items):
+    """Run the tests marked ``jax`` last: JAX's threads make any later ``os.fork`` unsafe."""
+    items.sort(key=lambda item: item.get_closest_marker("jax") is not None)  # stable: order kept otherwise
+
+
 @pytest.fixture(scope="session")
 def small_data_dir(tmp_path_factory) -> Path:
     """A small data directory made once per test session by ``prepare_data.py``.
