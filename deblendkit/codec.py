@@ -19,7 +19,6 @@ level (deterministic, whatever the process).
 """
 from __future__ import annotations
 
-import logging
 import zlib
 
 import h5py
@@ -31,8 +30,6 @@ except ImportError:  # pragma: no cover - isal is in requirements.txt
     _deflate = zlib
 
 __all__ = ["fletcher32", "encode_chunk", "decode_chunk", "write_rows", "DEFLATE_BACKEND"]
-
-log = logging.getLogger(__name__)
 
 DEFLATE_BACKEND = "isal" if _deflate is not zlib else "zlib"
 """Which library deflates the chunks (``isal`` or the standard ``zlib``)."""

@@ -269,7 +269,7 @@ def generate_split(
     state = {"next": 0, "n_gal": 0, "redone": 0}
 
     def assemble_ready() -> None:
-        _check_stop()
+        _check_stop()  # after every chunk (on_done) and before and after the run
         while state["next"] < len(bounds) and bounds[state["next"]] in ready:
             a, b = bounds[state["next"]]
             if not store.verify(a, b):  # damaged since it was written: simulate it again here
@@ -285,7 +285,6 @@ def generate_split(
             state["next"] += 1
 
     def on_done(info) -> None:
-        _check_stop()
         bar.update(info.stop - info.start)
         ready.add((info.start, info.stop))
         assemble_ready()

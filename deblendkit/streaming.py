@@ -121,6 +121,11 @@ def _prediction_source(predictions: Any, n: int, sample_shape: tuple[int, ...]) 
     return lambda a, b, Xb: predictions[a:b]
 
 
+def _rows_scored(n_blends: int, max_blends: int | None) -> int:
+    """How many blends of a file of ``n_blends`` are scored: the first ``max_blends`` (all when None)."""
+    return n_blends if max_blends is None else min(n_blends, int(max_blends))
+
+
 def iter_batch_tables(
     path: str | os.PathLike,
     predictions: Any,
@@ -167,7 +172,7 @@ def iter_batch_tables(
     layout = source.layout
     X = BlendSet.from_file(path, in_memory=False)
     iso = source.array("isolated")
-    n = layout.n_blends if max_blends is None else min(layout.n_blends, max_blends)
+    n = _rows_scored(layout.n_blends, max_blends)
     sample = (layout.max_galaxies, layout.n_bands, layout.stamp_size, layout.stamp_size)
     get = _prediction_source(predictions, layout.n_blends, sample)  # an array covers the whole file
     truth_index = None
@@ -232,9 +237,8 @@ def score_file(
                                    ref_band=ref_band, with_truth=with_truth, max_blends=max_blends))
     table = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
     summary = summarize(table, bands=layout.bands) if len(table.columns) else {"deblend": math.nan}
-    n = layout.n_blends if max_blends is None else min(layout.n_blends, int(max_blends))
-    return StreamResult(path=str(path), n_blends=n, table=table, summary=summary,
-                        seconds=time.perf_counter() - t0, batch_size=int(batch_size))
+    return StreamResult(path=str(path), n_blends=_rows_scored(layout.n_blends, max_blends), table=table,
+                        summary=summary, seconds=time.perf_counter() - t0, batch_size=int(batch_size))
 
 
 def score_submission(

@@ -1,6 +1,7 @@
 """Every submission in ``submissions/`` passes ``ramp-test --quick-test`` (the CI gate of the baselines)."""
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shutil
@@ -21,8 +22,9 @@ def test_the_four_baselines_are_there():
 @pytest.mark.slow
 @pytest.mark.parametrize("name", SUBMISSIONS)
 def test_ramp_test_quick(name, small_data_dir, tmp_path):
-    if name == "scarlet2" and os.environ.get("CI") != "true":
-        pytest.importorskip("scarlet2")
+    # find_spec, not importorskip: importing JAX here would make later forks in this process unsafe
+    if name == "scarlet2" and os.environ.get("CI") != "true" and importlib.util.find_spec("scarlet2") is None:
+        pytest.skip("scarlet2 is not installed (pip install -r requirements-scarlet2.txt)")
     kit = tmp_path / "kit"
     (kit / "submissions").mkdir(parents=True)
     shutil.copy(ROOT / "problem.py", kit / "problem.py")
