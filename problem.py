@@ -5,11 +5,11 @@ live in the ``deblendkit`` package (see deblendkit/ramp_problem.py).
 """
 import os
 
-from deblendkit import ramp_problem as _kit
-from deblendkit import results as _kit_results
-from deblendkit.prediction import make_predictions_type
-from deblendkit.score_types import make_score_types
-from deblendkit.workflow import DeblenderWorkflow
+from deblendkit.ramp import problem as _kit
+from deblendkit.report import results as _kit_results
+from deblendkit.ramp.prediction import make_predictions_type
+from deblendkit.ramp.score_types import make_score_types
+from deblendkit.ramp.workflow import DeblenderWorkflow
 
 problem_title = _kit.PROBLEM_TITLE
 _meta = _kit.data_meta(os.path.dirname(os.path.abspath(__file__)))

@@ -32,9 +32,9 @@ def main() -> None:
     args = ap.parse_args()
     os.environ.setdefault("DEBLEND_UNET_MAX_TRAIN_SECONDS", "20")
 
-    from deblendkit.data import load_split
-    from deblendkit.metrics import deblend_scores
-    from deblendkit.workflow import DeblenderWorkflow
+    from deblendkit.deblend.blendset import load_split
+    from deblendkit.scoring.metrics import deblend_scores
+    from deblendkit.ramp.workflow import DeblenderWorkflow
 
     X, y = load_split(os.path.join(args.data, "train.h5"))
     Xt, yt = load_split(os.path.join(args.data, "test.h5"))

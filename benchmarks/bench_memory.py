@@ -5,7 +5,7 @@ Makes a data file of ``max(--sizes)`` blends (default configuration with
 ``min(--sizes)`` blends of it, then scores the starting kit on each in a fresh
 subprocess and reports that process's peak resident memory (``ru_maxrss``):
 
-* out of core: ``python -m deblendkit.streaming`` (fit on the file-backed
+* out of core: ``python -m deblendkit.scoring.out_of_core`` (fit on the file-backed
   training data, predict and score ``--batch-size`` blends at a time);
 * in memory, for reference: ``load_split`` + ``predict`` on every blend +
   ``galaxy_table``.
@@ -29,7 +29,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 STREAMING = """
 import json, resource, sys
-from deblendkit.streaming import main
+from deblendkit.scoring.out_of_core import main
 rc = main(sys.argv[1:])
 print(json.dumps({"rc": rc, "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
 """
@@ -38,8 +38,8 @@ IN_MEMORY = """
 import json, resource, sys
 import numpy as np
 from rampwf.utils.importing import import_module_from_source
-from deblendkit.data import load_split
-from deblendkit.metrics import galaxy_table, summarize
+from deblendkit.deblend.blendset import load_split
+from deblendkit.scoring.metrics import galaxy_table, summarize
 path, sub, metrics = sys.argv[1], sys.argv[2], sys.argv[3].split(",")
 X, y = load_split(path)
 model = import_module_from_source(sub + "/deblender.py", "deblender").Deblender()
@@ -66,8 +66,8 @@ def peak_mb(code: str, args: list[str]) -> tuple[float, float]:
 
 def make_files(directory: str, sizes: list[int], stamp: int, n_jobs: int) -> dict[int, str]:
     from deblendkit.config import SimConfig
-    from deblendkit.generate import generate_split
-    from deblendkit.io import DatasetWriter, read_batches
+    from deblendkit.generation.split import generate_split
+    from deblendkit.storage.files import DatasetWriter, read_batches
 
     config = SimConfig(stamp_size=stamp, psf_size=min(25, stamp - 1 if stamp % 2 == 0 else stamp))
     big = max(sizes)
@@ -76,7 +76,7 @@ def make_files(directory: str, sizes: list[int], stamp: int, n_jobs: int) -> dic
     generate_split(config, path=paths[big], split="test", n_blends=big, seed=0, n_jobs=n_jobs,
                    chunk_size=16, progress=False)
     print(f"made {big} blends in {time.perf_counter() - t0:.0f} s")
-    from deblendkit.io import validate_file
+    from deblendkit.storage.files import validate_file
 
     layout = validate_file(paths[big])
     for n in sizes:

@@ -27,8 +27,8 @@ import tempfile
 import time
 
 from deblendkit.config import SimConfig
-from deblendkit.distributed import dask_client
-from deblendkit.generate import generate_split
+from deblendkit.generation.executors import dask_client
+from deblendkit.generation.split import generate_split
 
 
 def run(config: SimConfig, *, n_workers: int, n_blends: int, chunk_size: int, directory: str) -> dict:

@@ -11,7 +11,7 @@ noise, a flux error and some light leaked from the next galaxy (so moments,
 colours and SSIM do real work). Prints seconds per 1,000 blends for
 
 * ``read``: ``float(np.sum(y_true)) + float(np.sum(y_pred))``, the reference;
-* ``primary``: :func:`deblendkit.metrics.deblend_scores` and its mean;
+* ``primary``: :func:`deblendkit.scoring.metrics.deblend_scores` and its mean;
 * ``primary+flux+colour+cosine``: the vectorised table, no moments or SSIM;
 * ``all``: :func:`galaxy_table` with every metric plus :func:`summarize`;
 * ``shape`` and ``ssim`` groups alone,
@@ -25,7 +25,7 @@ import time
 
 import numpy as np
 
-from deblendkit.metrics import deblend_scores, galaxy_table, summarize
+from deblendkit.scoring.metrics import deblend_scores, galaxy_table, summarize
 
 BANDS = ("u", "g", "r", "i", "z", "y")
 

@@ -32,10 +32,10 @@ import galsim
 import numpy as np
 
 from deblendkit.config import SimConfig
-from deblendkit.generate import generate_split
-from deblendkit.render import component_profiles
-from deblendkit.scene import scene_parameters
-from deblendkit.seds import colour_table
+from deblendkit.generation.split import generate_split
+from deblendkit.sim.render import component_profiles
+from deblendkit.sim.blend_mode import scene_parameters
+from deblendkit.sim.seds import colour_table
 
 
 def bare_reference(config: SimConfig, n_blends: int, seed: int) -> float:

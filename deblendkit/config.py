@@ -15,7 +15,7 @@ The population defaults cite their sources (see ``shared/DESIGN.md`` section 6):
 * redshift: ``p(z) ~ z^2 exp(-z / z0)``, ``z0 = 0.0417 i - 0.744``
   (LSST Science Book eq. 3.8).
 
-Field mode (``mode="field"``, :mod:`deblendkit.field`):
+Field mode (``mode="field"``, :mod:`deblendkit.sim.field_mode`):
 
 * surface density ``N(<i) = 46 x 10^(0.31 (i - 25))`` galaxies per arcmin^2
   (LSST Science Book eq. 3.7; it gives 57.0 at i < 25.3, the LSST CatSim sky
@@ -35,7 +35,7 @@ import tomllib
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ConfigError
+from deblendkit.errors import ConfigError
 
 __all__ = ["SimConfig", "load_config"]
 
@@ -102,7 +102,7 @@ class SimConfig:
     mode : {"blend", "field"}
         ``"blend"``: 2..max_galaxies galaxies placed around the centre with
         controlled overlap. ``"field"``: a patch of simulated sky, its blends
-        come out of the number counts (see :mod:`deblendkit.field` and the
+        come out of the number counts (see :mod:`deblendkit.sim.field_mode` and the
         ``field_*`` options).
     min_galaxies, max_galaxies : int
         Number of galaxies per blend, drawn uniformly in [min, max].
@@ -134,7 +134,7 @@ class SimConfig:
         that neighbours just outside spill light into it, arcsec.
     field_min_labelled : int
         A scene with fewer labelled galaxies is redrawn from the next
-        seed-sequence child of its blend (see :mod:`deblendkit.field`).
+        seed-sequence child of its blend (see :mod:`deblendkit.sim.field_mode`).
     field_max_tries : int
         Draws per blend before giving up with an error.
 
@@ -159,13 +159,13 @@ class SimConfig:
         Redshifts are clipped to [0.01, max_redshift].
     catalog : str or None
         Optional user catalogue (FITS or CSV) of galaxies to draw from instead
-        of the parametric population (see :mod:`deblendkit.catalog`).
+        of the parametric population (see :mod:`deblendkit.sim.catalog`).
 
     Rendering
     ---------
     fft_size : int or None
         FFT grid size, pixels; None = chosen per scene from the galaxies' and
-        PSF's extent (see :mod:`deblendkit.render`).
+        PSF's extent (see :mod:`deblendkit.sim.render`).
     """
 
     survey: str = "LSST"
@@ -211,7 +211,7 @@ class SimConfig:
     fft_size: int | None = None
 
     def __post_init__(self) -> None:
-        from .survey import get_survey
+        from deblendkit.sim.survey import get_survey
 
         survey = get_survey(self.survey) if isinstance(self.survey, str) else None
         if survey is None:
@@ -347,8 +347,8 @@ class SimConfig:
     # -- derived ---------------------------------------------------------
     @property
     def survey_obj(self):
-        """The :class:`~deblendkit.survey.Survey`."""
-        from .survey import get_survey
+        """The :class:`~deblendkit.sim.survey.Survey`."""
+        from deblendkit.sim.survey import get_survey
 
         return get_survey(self.survey)
 

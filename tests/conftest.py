@@ -19,7 +19,7 @@ def small_data_dir(tmp_path_factory) -> Path:
     ``train.h5`` 24 blends, ``test.h5`` 12, ``train_mini.h5`` 8, ``test_mini.h5`` 4.
     Treat it as read-only: it is shared by every test that asks for it.
     """
-    from deblendkit.prepare import main
+    from deblendkit.cli.prepare_data import main
 
     out = tmp_path_factory.mktemp("small_data")
     rc = main([

@@ -30,8 +30,8 @@ from hypothesis import strategies as st
 
 from deblendkit.config import SimConfig
 from deblendkit.errors import ConfigError, DeblendKitError
-from deblendkit.generate import generate_split
-from deblendkit.io import read_dataset, validate_file
+from deblendkit.generation.split import generate_split
+from deblendkit.storage.files import read_dataset, validate_file
 
 pytestmark = pytest.mark.slow  # ~40 s in all: hypothesis examples each simulate a few blends
 
@@ -132,7 +132,7 @@ def test_config_json_text(text):
     (["--scheduler", "local:x"], "needs an integer N >= 1"),
 ])
 def test_prepare_cli_bad_options_one_line(tmp_path, capsys, argv, message):
-    from deblendkit.prepare import main
+    from deblendkit.cli.prepare_data import main
 
     assert main(argv + ["--output-dir", str(tmp_path), "--quiet", "--splits", "train_mini"]) == 2
     err = capsys.readouterr().err

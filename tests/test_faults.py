@@ -22,12 +22,12 @@ import h5py
 import numpy as np
 import pytest
 
-from deblendkit import ramp_problem
+from deblendkit.ramp import problem as ramp_problem
 from deblendkit.config import SimConfig
-from deblendkit.data import load_split
+from deblendkit.deblend.blendset import load_split
 from deblendkit.errors import ConfigError, DataFileError, SubmissionError
-from deblendkit.io import PER_BLEND_DATASETS, read_dataset
-from deblendkit.workflow import DeblenderWorkflow
+from deblendkit.storage.files import PER_BLEND_DATASETS, read_dataset
+from deblendkit.ramp.workflow import DeblenderWorkflow
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = dict(stamp_size=20, psf_size=9, bands=("g", "r", "i"), max_galaxies=3, edge_margin=3)
@@ -41,7 +41,7 @@ def sha256(path) -> str:
 @pytest.fixture(scope="module")
 def kit(tmp_path_factory) -> Path:
     """A kit directory with data/train.h5 (8 blends) and data/test.h5 (4 blends), small stamps."""
-    from deblendkit.generate import generate_split
+    from deblendkit.generation.split import generate_split
 
     root = tmp_path_factory.mktemp("kit")
     (root / "data").mkdir()
@@ -64,7 +64,7 @@ def damaged_kit(kit, tmp_path) -> Path:
 # ---------------------------------------------------------------------------
 @pytest.mark.slow
 def test_prepare_data_killed_mid_run_resumes_to_the_same_bytes(tmp_path, monkeypatch, caplog):
-    from deblendkit.prepare import main
+    from deblendkit.cli.prepare_data import main
 
     cfg = tmp_path / "small.json"
     cfg.write_text(SimConfig(**SMALL).to_json())
@@ -93,7 +93,7 @@ def test_prepare_data_killed_mid_run_resumes_to_the_same_bytes(tmp_path, monkeyp
     assert 2 <= done < 50
 
     monkeypatch.setenv("SOURCE_DATE_EPOCH", EPOCH)
-    with caplog.at_level(logging.INFO, logger="deblendkit.generate"):
+    with caplog.at_level(logging.INFO, logger="deblendkit.generation.split"):
         assert main(args + ["--output-dir", str(out)]) == 0
     assert f"resuming, {done} of 50 chunks already complete" in caplog.text
     assert sorted(p.name for p in out.iterdir()) == ["train.h5"]  # no chunks, no temporary files left

@@ -1,0 +1,210 @@
+"""The ``prepare_data.py`` command line: make the challenge's data files.
+
+Writes ``train.h5``, ``test.h5`` and the small ``train_mini.h5``, ``test_mini.h5``
+(read by ``ramp-test --quick-test``) into ``--output-dir``. Options given on the
+command line override the config file (``--config``, JSON or TOML, any
+:class:`~deblendkit.config.SimConfig` option), which overrides the defaults.
+Errors are reported in one line, exit code 2, no traceback.
+
+Scale and faults: ``--scheduler ADDRESS`` runs the chunks on a Dask cluster
+(``--scheduler local`` starts a local one of ``--n-jobs`` processes) and gives
+the same data as the local pool for the same seed. Every chunk is kept as a
+checksummed file under ``<output-dir>/_chunks`` until its split is assembled,
+so a run that is killed leaves no partial ``.h5`` file and the same command
+run again resumes from the complete chunks (``--no-resume`` starts afresh).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import signal
+import sys
+import time
+
+import numpy as np
+
+from deblendkit.config import SimConfig, load_config
+from deblendkit.errors import DataFileError, DeblendKitError, OutputExistsError
+
+__all__ = ["main", "build_parser", "DEFAULT_SIZES", "SPLIT_FILES"]
+
+log = logging.getLogger("deblendkit.cli.prepare_data")
+
+#: Default number of blends per split: large enough to train the U-Net baseline,
+#: small enough for a full ramp-test under 6 GB (see benchmarks/README.md).
+DEFAULT_SIZES = {"train": 1600, "test": 400, "train_mini": 16, "test_mini": 8}
+SPLIT_FILES = {"train": "train.h5", "test": "test.h5", "train_mini": "train_mini.h5", "test_mini": "test_mini.h5"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="prepare_data.py",
+        description="Simulate blended multi-band galaxy scenes with GalSim and write the "
+        "challenge's train/test HDF5 files (see data/README.md for the format).",
+    )
+    p.add_argument("--n-train", type=int, default=DEFAULT_SIZES["train"], help="blends in train.h5 (default %(default)s)")
+    p.add_argument("--n-test", type=int, default=DEFAULT_SIZES["test"], help="blends in test.h5 (default %(default)s)")
+    p.add_argument("--n-mini", type=int, default=DEFAULT_SIZES["train_mini"],
+                   help="blends in train_mini.h5 (test_mini.h5 gets half; default %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="master seed (default %(default)s)")
+    p.add_argument("--n-jobs", type=int, default=os.cpu_count() or 1, help="worker processes (default: all cores)")
+    p.add_argument("--chunk-size", type=int, default=16, help="blends per task (default %(default)s)")
+    p.add_argument("--output-dir", default="data", help="where the files go (default %(default)s)")
+    p.add_argument("--config", help="JSON or TOML file of SimConfig options")
+    p.add_argument("--survey", help="surveycodex survey name (default LSST)")
+    p.add_argument("--bands", help="comma-separated bands (default: all of the survey)")
+    p.add_argument("--stamp-size", type=int, help="stamp side in pixels (default 48)")
+    p.add_argument("--max-galaxies", type=int, help="K_max, galaxies per blend at most (default 6)")
+    p.add_argument("--mode", choices=["blend", "field"], help="scene mode (default blend)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing files")
+    p.add_argument("--splits", default="train,test,train_mini,test_mini",
+                   help="which files to write (default: all four)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="run the chunks on a Dask cluster: a scheduler address (tcp://host:8786) or "
+                   "'local' for a local cluster of --n-jobs processes; the output directory must be "
+                   "on a filesystem the workers share")
+    p.add_argument("--work-dir", help="where the chunk files go until assembly (default OUTPUT_DIR/_chunks)")
+    p.add_argument("--no-resume", action="store_true",
+                   help="ignore (and delete) complete chunks left by an interrupted run")
+    p.add_argument("--keep-chunks", action="store_true", help="keep the chunk files after assembly")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> SimConfig:
+    """Defaults < config file < command-line options."""
+    base = load_config(args.config) if args.config else SimConfig()
+    changes = {}
+    if args.survey is not None:
+        changes["survey"] = args.survey
+        if args.bands is None and base.bands is not None:
+            changes["bands"] = None
+    if args.bands is not None:
+        changes["bands"] = tuple(b.strip() for b in args.bands.split(",") if b.strip())
+    if args.stamp_size is not None:
+        changes["stamp_size"] = args.stamp_size
+    if args.max_galaxies is not None:
+        changes["max_galaxies"] = args.max_galaxies
+        if base.min_galaxies > args.max_galaxies >= 2:
+            # Only follow a valid K_max: an invalid one is reported under its own name.
+            changes["min_galaxies"] = 2
+    if args.mode is not None:
+        changes["mode"] = args.mode
+    return base.replace(**changes) if changes else base
+
+
+def _sizes(args: argparse.Namespace) -> dict[str, int]:
+    from deblendkit.errors import ConfigError
+
+    sizes = {"train": args.n_train, "test": args.n_test, "train_mini": args.n_mini,
+             "test_mini": max(1, args.n_mini // 2)}
+    for name, flag in (("train", "--n-train"), ("test", "--n-test"), ("train_mini", "--n-mini")):
+        if sizes[name] < 1:
+            raise ConfigError(f"{flag} must be >= 1, got {sizes[name]}")
+    wanted = [s.strip() for s in args.splits.split(",") if s.strip()]
+    unknown = [s for s in wanted if s not in SPLIT_FILES]
+    if unknown or not wanted:
+        raise ConfigError(f"--splits has unknown split(s) {unknown}; allowed: {list(SPLIT_FILES)}")
+    for name in ("n_jobs", "chunk_size"):
+        if getattr(args, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.seed < 0:
+        raise ConfigError(f"--seed must be >= 0, got {args.seed}")
+    return {s: sizes[s] for s in wanted}
+
+
+def check_outputs(output_dir: str, splits, *, overwrite: bool) -> dict[str, str]:
+    """Create ``output_dir`` if needed and refuse existing files before any work starts."""
+    try:
+        os.makedirs(output_dir, exist_ok=True)
+    except OSError as exc:
+        raise DataFileError(f"cannot create output directory {output_dir!r}: {exc.strerror}") from None
+    if not os.access(output_dir, os.W_OK | os.X_OK):
+        raise DataFileError(f"output directory {output_dir!r} is not writable")
+    paths = {s: os.path.join(output_dir, SPLIT_FILES[s]) for s in splits}
+    existing = [p for p in paths.values() if os.path.exists(p)]
+    if existing and not overwrite:
+        raise OutputExistsError(
+            f"{', '.join(existing)} already exist(s); pass --overwrite to replace, or choose another --output-dir"
+        )
+    return paths
+
+
+def histogram_text(values: np.ndarray, edges=(0, 0.01, 0.05, 0.1, 0.2, 0.5, 1.0), width: int = 40) -> str:
+    """A text histogram of blendedness values."""
+    counts, _ = np.histogram(values, bins=edges)
+    top = max(int(counts.max()), 1)
+    lines = []
+    for lo, hi, n in zip(edges[:-1], edges[1:], counts):
+        lines.append(f"  [{lo:4.2f}, {hi:4.2f})  {n:6d}  {'#' * int(round(width * n / top))}")
+    return "\n".join(lines)
+
+
+def _on_signal(signum, frame):  # pragma: no cover - exercised in a subprocess
+    from deblendkit.generation.split import request_stop
+
+    # Once only: a second signal during the clean-up must not interrupt the clean-up.
+    signal.signal(signum, signal.SIG_IGN)
+    if not request_stop():  # a simulation in progress stops at its next chunk (a second or less)
+        raise KeyboardInterrupt
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
+    from deblendkit.generation.split import clear_stop
+
+    clear_stop()
+    previous = {}
+    if argv is None:
+        # SIGTERM (a batch system's time limit) cleans up like Ctrl-C.
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            try:
+                previous[signum] = signal.signal(signum, _on_signal)
+            except ValueError:  # not the main thread
+                pass
+    try:
+        from deblendkit.generation.executors import dask_client
+        from deblendkit.generation.split import generate_split
+
+        config = config_from_args(args)
+        sizes = _sizes(args)
+        paths = check_outputs(args.output_dir, sizes, overwrite=args.overwrite)
+        t0 = time.perf_counter()
+        results = []
+        options = dict(
+            seed=args.seed, n_jobs=args.n_jobs, chunk_size=args.chunk_size, overwrite=args.overwrite,
+            progress=not args.quiet, work_dir=args.work_dir, resume=not args.no_resume,
+            keep_chunks=args.keep_chunks,
+        )
+        with (dask_client(args.scheduler, n_workers=args.n_jobs) if args.scheduler
+              else contextlib.nullcontext()) as client:
+            for split, n in sizes.items():
+                results.append(generate_split(
+                    config, path=paths[split], split=split, n_blends=n, scheduler=client, **options,
+                ))
+    except DeblendKitError as exc:
+        print(f"prepare_data.py: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        where = args.work_dir or os.path.join(args.output_dir, "_chunks")
+        print("prepare_data.py: interrupted; no partial .h5 file was left; complete chunks are kept "
+              f"in {where}: run the same command again to resume", file=sys.stderr)
+        return 130
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    total = time.perf_counter() - t0
+    print(f"\nSimulated {config.survey} bands {''.join(config.band_names)}, "
+          f"{config.stamp_size}x{config.stamp_size} pixels, up to {config.max_galaxies} galaxies, seed {args.seed}")
+    for r in results:
+        print(f"  {r['path']:<28} {r['n_blends']:6d} blends {r['n_galaxies']:7d} galaxies "
+              f"{r['seconds']:7.1f} s {r['bytes'] / 1e6:8.1f} MB")
+    allb = np.concatenate([r["blendedness"] for r in results])
+    print(f"Blendedness of all {len(allb)} galaxies (1 - <own,own>/<own,all>):")
+    print(histogram_text(allb))
+    print(f"Total: {sum(r['n_blends'] for r in results)} blends in {total:.1f} s, "
+          f"{sum(r['bytes'] for r in results) / 1e6:.1f} MB")
+    return 0
