@@ -119,7 +119,13 @@ def _check_members(submissions_dir: Path, members) -> tuple[str, tuple[list[Path
                           allowed=">= 1 submission")
     folds = {m: fold_dirs(submissions_dir / m) for m in members}
     counts = {m: len(f) for m, f in folds.items()}
-    if len(set(counts.values())) != 1 or not next(iter(counts.values())):
+    empty = [m for m, n in counts.items() if n == 0]
+    if empty:
+        raise DataFileError(f"submission {empty[0]!r} has no saved folds in "
+                            f"{submissions_dir / empty[0] / 'training_output'}; run "
+                            f"`DEBLEND_SAVE_Y_PRED=1 ramp-test --submission {empty[0]} --save-output` first",
+                            value=empty[0])
+    if len(set(counts.values())) != 1:
         raise DataFileError(f"the submissions' training_output folders hold different numbers of folds: {counts}; "
                             "run every member with the same ramp-test options", value=counts)
     return members, folds
