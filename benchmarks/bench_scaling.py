@@ -27,8 +27,7 @@ import tempfile
 import time
 
 from deblendkit.config import SimConfig
-from deblendkit.generation.executors import dask_client
-from deblendkit.generation.split import generate_split
+from deblendkit.generation import dask_client, generate_split
 
 
 def run(config: SimConfig, *, n_workers: int, n_blends: int, chunk_size: int, directory: str) -> dict:
@@ -45,12 +44,12 @@ def run(config: SimConfig, *, n_workers: int, n_blends: int, chunk_size: int, di
     return {
         "workers": n_workers,
         "n_blends": n_blends,
-        "simulate_s": out["simulate_seconds"],
-        "assemble_s": out["assemble_seconds"],
+        "simulate_s": out.simulate_seconds,
+        "assemble_s": out.assemble_seconds,
         "total_s": total,
-        "file_bytes": out["bytes"],
-        "chunk_bytes": out["chunk_bytes"],
-        "sim_blends_per_s": n_blends / out["simulate_seconds"],
+        "file_bytes": out.nbytes,
+        "chunk_bytes": out.chunk_bytes,
+        "sim_blends_per_s": n_blends / out.simulate_seconds,
         "blends_per_s": n_blends / total,
     }
 

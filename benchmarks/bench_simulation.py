@@ -32,7 +32,7 @@ import galsim
 import numpy as np
 
 from deblendkit.config import SimConfig
-from deblendkit.generation.split import generate_split
+from deblendkit.generation import generate_split
 from deblendkit.sim.render import component_profiles
 from deblendkit.sim.blend_mode import scene_parameters
 from deblendkit.sim.seds import colour_table

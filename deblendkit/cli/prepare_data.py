@@ -19,14 +19,14 @@ import argparse
 import contextlib
 import logging
 import os
-import signal
 import sys
 import time
 
 import numpy as np
 
 from deblendkit.config import SimConfig, load_config
-from deblendkit.errors import DataFileError, DeblendKitError, OutputExistsError
+from deblendkit.errors import ConfigError, DataFileError, DeblendKitError, OutputExistsError
+from deblendkit.generation import SplitResult, StopSignal, dask_client, generate_split
 
 __all__ = ["main", "build_parser", "DEFAULT_SIZES", "SPLIT_FILES"]
 
@@ -96,8 +96,7 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
 
 
 def _sizes(args: argparse.Namespace) -> dict[str, int]:
-    from deblendkit.errors import ConfigError
-
+    """Blends per requested split, after checking the size and count options."""
     sizes = {"train": args.n_train, "test": args.n_test, "train_mini": args.n_mini,
              "test_mini": max(1, args.n_mini // 2)}
     for name, flag in (("train", "--n-train"), ("test", "--n-test"), ("train_mini", "--n-mini")):
@@ -142,69 +141,61 @@ def histogram_text(values: np.ndarray, edges=(0, 0.01, 0.05, 0.1, 0.2, 0.5, 1.0)
     return "\n".join(lines)
 
 
-def _on_signal(signum, frame):  # pragma: no cover - exercised in a subprocess
-    from deblendkit.generation.split import request_stop
+def _make_data(args: argparse.Namespace, stop: StopSignal) -> tuple[SimConfig, list[SplitResult], float]:
+    """Check the options, then generate every requested split; return the config, results and seconds."""
+    config = config_from_args(args)
+    sizes = _sizes(args)
+    paths = check_outputs(args.output_dir, sizes, overwrite=args.overwrite)
+    t0 = time.perf_counter()
+    results = []
+    options = dict(
+        seed=args.seed, n_jobs=args.n_jobs, chunk_size=args.chunk_size, overwrite=args.overwrite,
+        progress=not args.quiet, work_dir=args.work_dir, resume=not args.no_resume,
+        keep_chunks=args.keep_chunks, stop=stop,
+    )
+    with (dask_client(args.scheduler, n_workers=args.n_jobs) if args.scheduler
+          else contextlib.nullcontext()) as client:
+        for split, n in sizes.items():
+            results.append(generate_split(
+                config, path=paths[split], split=split, n_blends=n, scheduler=client, **options,
+            ))
+    return config, results, time.perf_counter() - t0
 
-    # Once only: a second signal during the clean-up must not interrupt the clean-up.
-    signal.signal(signum, signal.SIG_IGN)
-    if not request_stop():  # a simulation in progress stops at its next chunk (a second or less)
-        raise KeyboardInterrupt
 
-
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
-    from deblendkit.generation.split import clear_stop
-
-    clear_stop()
-    previous = {}
-    if argv is None:
-        # SIGTERM (a batch system's time limit) cleans up like Ctrl-C.
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            try:
-                previous[signum] = signal.signal(signum, _on_signal)
-            except ValueError:  # not the main thread
-                pass
-    try:
-        from deblendkit.generation.executors import dask_client
-        from deblendkit.generation.split import generate_split
-
-        config = config_from_args(args)
-        sizes = _sizes(args)
-        paths = check_outputs(args.output_dir, sizes, overwrite=args.overwrite)
-        t0 = time.perf_counter()
-        results = []
-        options = dict(
-            seed=args.seed, n_jobs=args.n_jobs, chunk_size=args.chunk_size, overwrite=args.overwrite,
-            progress=not args.quiet, work_dir=args.work_dir, resume=not args.no_resume,
-            keep_chunks=args.keep_chunks,
-        )
-        with (dask_client(args.scheduler, n_workers=args.n_jobs) if args.scheduler
-              else contextlib.nullcontext()) as client:
-            for split, n in sizes.items():
-                results.append(generate_split(
-                    config, path=paths[split], split=split, n_blends=n, scheduler=client, **options,
-                ))
-    except DeblendKitError as exc:
-        print(f"prepare_data.py: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        where = args.work_dir or os.path.join(args.output_dir, "_chunks")
-        print("prepare_data.py: interrupted; no partial .h5 file was left; complete chunks are kept "
-              f"in {where}: run the same command again to resume", file=sys.stderr)
-        return 130
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-    total = time.perf_counter() - t0
+def _print_summary(config: SimConfig, seed: int, results: list[SplitResult], total: float) -> None:
+    """The end-of-run summary on stdout: files, blendedness histogram, totals."""
     print(f"\nSimulated {config.survey} bands {''.join(config.band_names)}, "
-          f"{config.stamp_size}x{config.stamp_size} pixels, up to {config.max_galaxies} galaxies, seed {args.seed}")
+          f"{config.stamp_size}x{config.stamp_size} pixels, up to {config.max_galaxies} galaxies, seed {seed}")
     for r in results:
-        print(f"  {r['path']:<28} {r['n_blends']:6d} blends {r['n_galaxies']:7d} galaxies "
-              f"{r['seconds']:7.1f} s {r['bytes'] / 1e6:8.1f} MB")
-    allb = np.concatenate([r["blendedness"] for r in results])
+        print(f"  {r.path:<28} {r.n_blends:6d} blends {r.n_galaxies:7d} galaxies "
+              f"{r.seconds:7.1f} s {r.nbytes / 1e6:8.1f} MB")
+    allb = np.concatenate([r.blendedness for r in results])
     print(f"Blendedness of all {len(allb)} galaxies (1 - <own,own>/<own,all>):")
     print(histogram_text(allb))
-    print(f"Total: {sum(r['n_blends'] for r in results)} blends in {total:.1f} s, "
-          f"{sum(r['bytes'] for r in results) / 1e6:.1f} MB")
+    print(f"Total: {sum(r.n_blends for r in results)} blends in {total:.1f} s, "
+          f"{sum(r.nbytes for r in results) / 1e6:.1f} MB")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line (``argv`` without the program name; default ``sys.argv[1:]``); return the exit code.
+
+    Exit codes: 0 done, 2 an error of the kit (one line on stderr), 130 interrupted
+    (SIGINT, or SIGTERM: a batch system's time limit cleans up like Ctrl-C; the
+    handlers are installed only when called as the program, ``argv`` None).
+    """
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
+    stop = StopSignal()
+    with stop.installed() if argv is None else contextlib.nullcontext():
+        try:
+            config, results, total = _make_data(args, stop)
+        except DeblendKitError as exc:
+            print(f"prepare_data.py: error: {exc}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            where = args.work_dir or os.path.join(args.output_dir, "_chunks")
+            print("prepare_data.py: interrupted; no partial .h5 file was left; complete chunks are kept "
+                  f"in {where}: run the same command again to resume", file=sys.stderr)
+            return 130
+    _print_summary(config, args.seed, results, total)
     return 0

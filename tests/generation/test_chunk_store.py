@@ -1,4 +1,4 @@
-"""Chunk files, resume after a crash, and generation on a Dask cluster (deblendkit.generation.executors)."""
+"""Chunk files, resume after a crash, and generation on a Dask cluster (chunk_store, executors, dask_executor)."""
 from __future__ import annotations
 
 import hashlib
@@ -10,12 +10,12 @@ import h5py
 import numpy as np
 import pytest
 
-from deblendkit.generation import executors as distributed
+from deblendkit.cli.prepare_data import main
 from deblendkit.config import SimConfig
-from deblendkit.generation.executors import ChunkStore, dask_client, simulate_to_store
 from deblendkit.errors import ConfigError, OutputExistsError
-from deblendkit.generation.split import chunk_bounds, generate_split
-from deblendkit.storage.files import DATASETS, DatasetWriter
+from deblendkit.generation import ChunkStore, chunk_bounds, chunk_store, dask_client, generate_split, simulate_to_store
+from deblendkit.generation.chunks import simulate_chunk
+from deblendkit.storage.files import DATASETS, DatasetWriter, write_rows_file
 
 SMALL = dict(stamp_size=20, psf_size=9, bands=("g", "r", "i"), max_galaxies=3, edge_margin=3)
 EPOCH = "1700000000"  # SOURCE_DATE_EPOCH: a fixed 'created' attribute, so whole files compare
@@ -68,8 +68,8 @@ def reference(config, tmp_path_factory) -> Path:
 # ---------------------------------------------------------------------------
 def test_chunks_removed_after_assembly_and_counts(config, tmp_path, reference):
     out = make(config, tmp_path / "train.h5")
-    assert out["chunks"] == 4 and out["chunks_reused"] == 0 and out["chunks_redone"] == 0
-    assert out["chunk_bytes"] > 0
+    assert out.chunks == 4 and out.chunks_reused == 0 and out.chunks_redone == 0
+    assert out.chunk_bytes > 0
     assert not (tmp_path / "_chunks").exists()
     assert sha256(tmp_path / "train.h5") == sha256(reference)
 
@@ -105,10 +105,10 @@ def test_rerun_resumes_from_complete_chunks(config, tmp_path, reference, monkeyp
     make(config, tmp_path / "train.h5", keep_chunks=True)
     (tmp_path / "train.h5").unlink()
     calls = []
-    real = distributed.simulate_chunk
-    monkeypatch.setattr(distributed, "simulate_chunk", lambda *a: calls.append(a[3:]) or real(*a))
+    real = chunk_store.simulate_chunk
+    monkeypatch.setattr(chunk_store, "simulate_chunk", lambda *a: calls.append(a[3:]) or real(*a))
     out = make(config, tmp_path / "train.h5")
-    assert calls == [] and out["chunks_reused"] == 4
+    assert calls == [] and out.chunks_reused == 4
     assert sha256(tmp_path / "train.h5") == sha256(reference)
 
 
@@ -130,12 +130,12 @@ def test_damaged_chunk_is_redone(config, tmp_path, reference, monkeypatch, caplo
     else:
         sums.write_text("")
     calls = []
-    real = distributed.simulate_chunk
-    monkeypatch.setattr(distributed, "simulate_chunk", lambda *a: calls.append(a[3:]) or real(*a))
+    real = chunk_store.simulate_chunk
+    monkeypatch.setattr(chunk_store, "simulate_chunk", lambda *a: calls.append(a[3:]) or real(*a))
     with caplog.at_level(logging.WARNING, logger="deblendkit.generation.executors"):
         out = make(config, tmp_path / "train.h5")
     assert calls == [(3, 6)]
-    assert out["chunks_reused"] == 3
+    assert out.chunks_reused == 3
     if damage in ("bit_flip", "truncate"):
         assert "000000003-000000006.h5 is corrupt" in caplog.text
     assert sha256(tmp_path / "train.h5") == sha256(reference)
@@ -154,7 +154,7 @@ def test_chunk_damaged_after_simulation_is_redone_at_assembly(config, tmp_path, 
 
     monkeypatch.setattr(ChunkStore, "verify", verify)
     out = make(config, tmp_path / "train.h5")
-    assert out["chunks_redone"] == 1
+    assert out.chunks_redone == 1
     assert sha256(tmp_path / "train.h5") == sha256(reference)
 
 
@@ -164,7 +164,7 @@ def test_chunks_of_another_config_or_seed_are_not_reused(config, tmp_path, caplo
     with caplog.at_level(logging.WARNING, logger="deblendkit.generation.executors"):
         out = generate_split(config, path=tmp_path / "train.h5", split="train", n_blends=10, seed=8,
                              chunk_size=3, progress=False)
-    assert out["chunks_reused"] == 0
+    assert out.chunks_reused == 0
     assert "holds chunks of another seed" in caplog.text
     fresh = tmp_path / "fresh"
     fresh.mkdir()
@@ -177,10 +177,10 @@ def test_no_resume_starts_afresh(config, tmp_path, monkeypatch):
     make(config, tmp_path / "train.h5", keep_chunks=True)
     (tmp_path / "train.h5").unlink()
     calls = []
-    real = distributed.simulate_chunk
-    monkeypatch.setattr(distributed, "simulate_chunk", lambda *a: calls.append(a[3:]) or real(*a))
+    real = chunk_store.simulate_chunk
+    monkeypatch.setattr(chunk_store, "simulate_chunk", lambda *a: calls.append(a[3:]) or real(*a))
     out = make(config, tmp_path / "train.h5", resume=False)
-    assert out["chunks_reused"] == 0 and len(calls) == 4
+    assert out.chunks_reused == 0 and len(calls) == 4
 
 
 def test_failed_assembly_leaves_no_file_and_keeps_chunks(config, tmp_path, reference, monkeypatch):
@@ -202,13 +202,13 @@ def test_failed_assembly_leaves_no_file_and_keeps_chunks(config, tmp_path, refer
     assert len(kept) == 3
     monkeypatch.setattr(DatasetWriter, "copy_rows", real_copy)
     out = make(config, tmp_path / "train.h5")
-    assert out["chunks_reused"] == 3
+    assert out.chunks_reused == 3
     assert sha256(tmp_path / "train.h5") == sha256(reference)
 
 
 def test_existing_output_refused_before_any_work(config, tmp_path, monkeypatch):
     (tmp_path / "train.h5").write_bytes(b"x")
-    monkeypatch.setattr(distributed, "simulate_chunk", lambda *a: pytest.fail("simulated"))
+    monkeypatch.setattr(chunk_store, "simulate_chunk", lambda *a: pytest.fail("simulated"))
     with pytest.raises(OutputExistsError, match="train.h5 exists"):
         make(config, tmp_path / "train.h5")
     assert not (tmp_path / "_chunks").exists()
@@ -217,14 +217,14 @@ def test_existing_output_refused_before_any_work(config, tmp_path, monkeypatch):
 def test_overflowing_simulation_is_refused_in_the_worker(config, tmp_path, monkeypatch):
     # A simulation that overflowed (inf flux -> NaN pixels) is refused where it happened,
     # before its chunk is written, not hours later at assembly.
-    real = distributed.simulate_chunk
+    real = chunk_store.simulate_chunk
 
     def overflowing(*args):
         chunk = real(*args)
         chunk.arrays["isolated"][1, 0, 0, 5, 5] = np.inf
         return chunk
 
-    monkeypatch.setattr(distributed, "simulate_chunk", overflowing)
+    monkeypatch.setattr(chunk_store, "simulate_chunk", overflowing)
     store = ChunkStore.for_output(tmp_path / "train.h5", config=config, seed=0, split="train")
     store.prepare()
     with pytest.raises(ConfigError, match=r"blend 4 of train has NaN or inf values in 'isolated'"):
@@ -270,7 +270,7 @@ def client():
 @pytest.mark.slow
 def test_dask_gives_the_same_bytes_as_the_local_pool(config, tmp_path, reference, client):
     out = make(config, tmp_path / "train.h5", scheduler=client)
-    assert out["chunks_reused"] == 0 and out["chunks"] == 4
+    assert out.chunks_reused == 0 and out.chunks == 4
     assert sha256(tmp_path / "train.h5") == sha256(reference)  # the whole file, not only the arrays
     assert not (tmp_path / "_chunks").exists()
     info = client.scheduler_info()
@@ -286,13 +286,12 @@ def test_dask_resumes_from_the_chunks_of_a_crashed_run(config, tmp_path, referen
         simulate_to_store(store, config, 7, "train", a, b)
     store.checksum_path(3, 6).unlink()
     out = make(config, tmp_path / "train.h5", scheduler=client)
-    assert out["chunks_reused"] == 2
+    assert out.chunks_reused == 2
     assert sha256(tmp_path / "train.h5") == sha256(reference)
 
 
 @pytest.mark.slow
 def test_prepare_data_cli_with_a_local_dask_cluster(config, tmp_path):
-    from deblendkit.cli.prepare_data import main
 
     cfg = tmp_path / "small.json"
     cfg.write_text(config.to_json())
@@ -304,8 +303,6 @@ def test_prepare_data_cli_with_a_local_dask_cluster(config, tmp_path):
 
 
 def test_copy_rows_refuses_rows_that_do_not_fit(config, tmp_path):
-    from deblendkit.generation.split import simulate_chunk
-    from deblendkit.storage.files import write_rows_file
 
     chunk = simulate_chunk(config, 7, "train", 0, 4)
     rows = tmp_path / "rows.h5"

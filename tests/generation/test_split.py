@@ -1,6 +1,7 @@
-"""Tests of deblendkit.generation.split: chunked, parallel, deterministic, atomic data files."""
+"""Tests of deblendkit.generation.split (and chunks): chunked, parallel, deterministic, atomic data files."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 
@@ -10,9 +11,10 @@ import pytest
 
 from deblendkit.config import SimConfig
 from deblendkit.errors import ConfigError, OutputExistsError
-from deblendkit.generation.split import chunk_bounds, generate_split, simulate_chunk
-from deblendkit.storage.files import PER_BLEND_DATASETS, read_dataset
+from deblendkit.generation import SplitResult, chunk_bounds, chunk_store, generate_split, simulate_chunk
 from deblendkit.sim.blend_mode import simulate_blend
+from deblendkit.storage import files as io
+from deblendkit.storage.files import PER_BLEND_DATASETS, read_dataset
 
 CONFIG = SimConfig(stamp_size=32, psf_size=15, edge_margin=6, max_galaxies=4)
 N = 10
@@ -85,10 +87,16 @@ def test_a_blend_simulated_alone_equals_its_row(reference_file):
 def test_summary_and_attributes(reference_file):
     path, info = reference_file
     ds = read_dataset(path)
-    assert info["n_blends"] == N == len(ds)
-    assert info["n_galaxies"] == int(ds.n_galaxies.sum()) == len(ds.truth)
-    np.testing.assert_array_equal(np.sort(info["blendedness"]), np.sort(ds.truth["blendedness"]))
-    assert info["bytes"] == path.stat().st_size and info["seconds"] > 0
+    assert info.n_blends == N == len(ds)
+    assert info.n_galaxies == int(ds.n_galaxies.sum()) == len(ds.truth)
+    np.testing.assert_array_equal(np.sort(info.blendedness), np.sort(ds.truth["blendedness"]))
+    assert info.nbytes == path.stat().st_size and info.seconds > 0
+    assert isinstance(info, SplitResult) and info.path == str(path) and info.how == "this process"
+    assert info.chunks == 1 and info.chunks_reused == info.chunks_redone == 0
+    assert 0 < info.simulate_seconds <= info.seconds
+    assert info.assemble_seconds == pytest.approx(info.seconds - info.simulate_seconds)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        info.n_blends = 3  # frozen: a result, not a mutable record
     attrs = ds.attrs
     assert SimConfig.from_dict(attrs["config"]) == CONFIG
     assert attrs["seed"] == 7 and attrs["split"] == "train"
@@ -156,32 +164,28 @@ def test_existing_file_needs_overwrite(reference_file, tmp_path):
 
 
 def test_a_failure_while_simulating_leaves_no_file_and_the_rerun_resumes(reference_file, tmp_path, monkeypatch):
-    from deblendkit.generation import executors as distributed
-
     ref, _ = reference_file
-    real = distributed.simulate_chunk
+    real = chunk_store.simulate_chunk
 
     def failing(config, seed, split, start, stop):
         if start >= 4:
             raise RuntimeError("worker died")
         return real(config, seed, split, start, stop)
 
-    monkeypatch.setattr(distributed, "simulate_chunk", failing)
+    monkeypatch.setattr(chunk_store, "simulate_chunk", failing)
     path = tmp_path / "partial.h5"
     with pytest.raises(RuntimeError, match="worker died"):
         make(path, chunk_size=2)
     assert not path.exists()
     assert not list(tmp_path.glob(".partial.h5.*"))  # no temporary file either
-    monkeypatch.setattr(distributed, "simulate_chunk", real)
+    monkeypatch.setattr(chunk_store, "simulate_chunk", real)
     info = make(path, chunk_size=2)
-    assert info["chunks_reused"] == 2  # blends [0, 4) were kept and reused
+    assert info.chunks_reused == 2  # blends [0, 4) were kept and reused
     assert_same_data(ref, path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["partial.h5"]  # work files cleaned up
 
 
 def test_a_failure_while_writing_leaves_no_file(tmp_path, monkeypatch):
-    from deblendkit.storage import files as io
-
     real = io.DatasetWriter.copy_rows
     calls = []
 
