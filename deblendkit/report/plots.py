@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+from astropy.visualization import make_lupton_rgb
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -82,8 +83,6 @@ def rgb_composite(images, *, bands: Sequence[str], stretch: float, q: float = LU
     -------
     ndarray (H, W, 3) uint8
     """
-    from astropy.visualization import make_lupton_rgb
-
     images = np.asarray(images, dtype=np.float64)
     bands = tuple(bands)
     if images.ndim != 3 or images.shape[0] != len(bands):
@@ -145,9 +144,41 @@ def deblend_figure(
     panel_size : float
         Inches per panel.
     """
+    blend, isolated, predicted, n_galaxies = _figure_arrays(blend, isolated, predicted, n_galaxies)
+    noise_sigma = np.asarray(noise_sigma, dtype=np.float64)
+    m = isolated.shape[0]
+    mosaic = _Mosaic(n_blends=m, n_cols=1 + max(1, int(n_galaxies.max()) if m else 1),
+                     rows_per=2 if predicted is not None else 1, size=blend.shape[-1],
+                     labelled=row_labels is not None, panel_size=panel_size)
+    for i in range(m):
+        stretch = lupton_stretch(noise_sigma[i])
+        r0 = mosaic.rows_per * i
+        n_i = int(n_galaxies[i])
+        mosaic.put(r0, 0, rgb_composite(blend[i], bands=bands, stretch=stretch), "blend")
+        if row_labels is not None and row_labels[i]:
+            mosaic.label(r0, row_labels[i])
+        if centers is not None and n_i:
+            mosaic.mark_centres(r0, np.asarray(centers[i], dtype=np.float64)[:n_i])
+        for k in range(n_i):
+            title = f"true {k + 1}"
+            if blendedness is not None and np.isfinite(blendedness[i][k]):
+                title += f"  b={blendedness[i][k]:.2f}"
+            mosaic.put(r0, k + 1, rgb_composite(isolated[i, k], bands=bands, stretch=stretch), title)
+        if predicted is not None:
+            total = predicted[i, :n_i].sum(axis=0)
+            mosaic.put(r0 + 1, 0, rgb_composite(total, bands=bands, stretch=stretch), "sum of predicted")
+            for k in range(n_i):
+                title = f"pred {k + 1}"
+                if scores is not None and np.isfinite(scores[i][k]):
+                    title += f"  s={scores[i][k]:.2f}"
+                mosaic.put(r0 + 1, k + 1, rgb_composite(predicted[i, k], bands=bands, stretch=stretch), title)
+    return mosaic.finish()
+
+
+def _figure_arrays(blend, isolated, predicted, n_galaxies):
+    """:func:`deblend_figure`'s arrays checked: ``(blend, isolated, predicted or None, n_galaxies)``."""
     blend = np.asarray(blend, dtype=np.float32)
     isolated = np.asarray(isolated, dtype=np.float32)
-    noise_sigma = np.asarray(noise_sigma, dtype=np.float64)
     if blend.ndim != 4 or isolated.ndim != 5 or isolated.shape[0] != blend.shape[0] \
             or isolated.shape[2:] != blend.shape[1:]:
         raise ConfigError(
@@ -161,60 +192,59 @@ def deblend_figure(
             raise ConfigError(f"predicted must have the shape of isolated {isolated.shape}, got {predicted.shape}")
     if n_galaxies is None:
         n_galaxies = (np.abs(isolated).reshape(m, k_max, -1).max(axis=2) > 0).sum(axis=1)
-    n_galaxies = np.asarray(n_galaxies, dtype=np.int64)
-    n_cols = 1 + max(1, int(n_galaxies.max()) if m else 1)
-    rows_per = 2 if predicted is not None else 1
-    n_rows = rows_per * m
-    # Mosaic geometry, in mosaic pixels: panels of side s, gaps between columns,
-    # a title band above every row, a label column on the left.
-    s = blend.shape[-1]
-    gap, title_h, left = max(2, s // 8), max(6, (s * 3) // 10), (max(6, s // 4) if row_labels is not None else 0)
-    col_x = [left + j * (s + gap) for j in range(n_cols)]
-    row_y = [i * (s + title_h) + title_h + (i // rows_per) * 2 * gap for i in range(n_rows)]  # blends apart
-    width, height = col_x[-1] + s, max(row_y[-1] + s, 1) if n_rows else title_h
-    canvas = np.full((height, width, 3), 255, dtype=np.uint8)
-    fig = Figure(figsize=(panel_size * width / s, panel_size * height / s))
-    FigureCanvasAgg(fig)
-    ax = fig.add_axes((0.0, 0.0, 1.0, 1.0))
-    ax.set_axis_off()
-    fontsize = 6.5 * panel_size / 1.25
+    return blend, isolated, predicted, np.asarray(n_galaxies, dtype=np.int64)
 
-    def put(i_row: int, j: int, rgb: np.ndarray, title: str) -> None:
-        y0, x0 = row_y[i_row], col_x[j]
-        canvas[y0:y0 + s, x0:x0 + s] = rgb[::-1]  # pixel y runs up in the data, down in the mosaic
-        ax.text(x0 + s / 2, y0 - 1.5, title, ha="center", va="bottom", fontsize=fontsize)
 
-    for i in range(m):
-        stretch = lupton_stretch(noise_sigma[i])
-        r0 = rows_per * i
-        n_i = int(n_galaxies[i])
-        put(r0, 0, rgb_composite(blend[i], bands=bands, stretch=stretch), "blend")
-        if row_labels is not None and row_labels[i]:
-            ax.text(left / 2, row_y[r0] + s / 2, row_labels[i], rotation=90, ha="center", va="center",
-                    fontsize=fontsize)
-        if centers is not None and n_i:
-            c = np.asarray(centers[i], dtype=np.float64)[:n_i]
-            xs, ys = col_x[0] + c[:, 0], row_y[r0] + (s - 1 - c[:, 1])
-            ax.plot(xs, ys, "+", color="cyan", ms=5 * panel_size / 1.25, mew=0.8)
-            for k, (x, y) in enumerate(zip(xs, ys)):
-                ax.text(x + 1, y - 1, str(k + 1), color="cyan", fontsize=fontsize * 0.9)
-        for k in range(n_i):
-            title = f"true {k + 1}"
-            if blendedness is not None and np.isfinite(blendedness[i][k]):
-                title += f"  b={blendedness[i][k]:.2f}"
-            put(r0, k + 1, rgb_composite(isolated[i, k], bands=bands, stretch=stretch), title)
-        if predicted is not None:
-            total = predicted[i, :n_i].sum(axis=0)
-            put(r0 + 1, 0, rgb_composite(total, bands=bands, stretch=stretch), "sum of predicted")
-            for k in range(n_i):
-                title = f"pred {k + 1}"
-                if scores is not None and np.isfinite(scores[i][k]):
-                    title += f"  s={scores[i][k]:.2f}"
-                put(r0 + 1, k + 1, rgb_composite(predicted[i, k], bands=bands, stretch=stretch), title)
-    ax.imshow(canvas, origin="upper", interpolation="nearest", extent=(-0.5, width - 0.5, height - 0.5, -0.5))
-    ax.set_xlim(-0.5, width - 0.5)
-    ax.set_ylim(height - 0.5, -0.5)
-    return fig
+class _Mosaic:
+    """Panels of side ``size`` (mosaic pixels) on one image and one axes, with their titles.
+
+    Gaps between columns, a title band above every row, blends two gaps apart,
+    a label column on the left when ``labelled``.
+    """
+
+    def __init__(self, *, n_blends: int, n_cols: int, rows_per: int, size: int, labelled: bool,
+                 panel_size: float):
+        s = self.size = size
+        self.rows_per, self.panel_size = rows_per, panel_size
+        n_rows = rows_per * n_blends
+        gap, title_h = max(2, s // 8), max(6, (s * 3) // 10)
+        self.left = max(6, s // 4) if labelled else 0
+        self.col_x = [self.left + j * (s + gap) for j in range(n_cols)]
+        self.row_y = [i * (s + title_h) + title_h + (i // rows_per) * 2 * gap for i in range(n_rows)]
+        self.width = self.col_x[-1] + s
+        self.height = max(self.row_y[-1] + s, 1) if n_rows else title_h
+        self.canvas = np.full((self.height, self.width, 3), 255, dtype=np.uint8)
+        self.fig = Figure(figsize=(panel_size * self.width / s, panel_size * self.height / s))
+        FigureCanvasAgg(self.fig)
+        self.ax = self.fig.add_axes((0.0, 0.0, 1.0, 1.0))
+        self.ax.set_axis_off()
+        self.fontsize = 6.5 * panel_size / 1.25
+
+    def put(self, i_row: int, j: int, rgb: np.ndarray, title: str) -> None:
+        """Panel ``j`` of mosaic row ``i_row``: an (H, W, 3) image (y up) and its title above it."""
+        y0, x0, s = self.row_y[i_row], self.col_x[j], self.size
+        self.canvas[y0:y0 + s, x0:x0 + s] = rgb[::-1]  # pixel y runs up in the data, down in the mosaic
+        self.ax.text(x0 + s / 2, y0 - 1.5, title, ha="center", va="bottom", fontsize=self.fontsize)
+
+    def label(self, i_row: int, text: str) -> None:
+        """A label left of mosaic row ``i_row``."""
+        self.ax.text(self.left / 2, self.row_y[i_row] + self.size / 2, text, rotation=90, ha="center",
+                     va="center", fontsize=self.fontsize)
+
+    def mark_centres(self, i_row: int, centres: np.ndarray) -> None:
+        """Crosses, numbered from 1, at the (x, y) pixel ``centres`` of the first panel of row ``i_row``."""
+        xs, ys = self.col_x[0] + centres[:, 0], self.row_y[i_row] + (self.size - 1 - centres[:, 1])
+        self.ax.plot(xs, ys, "+", color="cyan", ms=5 * self.panel_size / 1.25, mew=0.8)
+        for k, (x, y) in enumerate(zip(xs, ys)):
+            self.ax.text(x + 1, y - 1, str(k + 1), color="cyan", fontsize=self.fontsize * 0.9)
+
+    def finish(self) -> Figure:
+        """The figure with the mosaic drawn."""
+        w, h = self.width, self.height
+        self.ax.imshow(self.canvas, origin="upper", interpolation="nearest", extent=(-0.5, w - 0.5, h - 0.5, -0.5))
+        self.ax.set_xlim(-0.5, w - 0.5)
+        self.ax.set_ylim(h - 0.5, -0.5)
+        return self.fig
 
 
 def gallery_figure(gallery: Gallery, *, max_blends: int | None = None, panel_size: float = 1.25) -> Figure:

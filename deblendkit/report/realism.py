@@ -1,14 +1,14 @@
-"""Do the simulated blends look like the sky? ``python -m deblendkit.report.realism --help``.
+"""Do the simulated blends look like the sky? The checks of ``python -m deblendkit.cli.validate``.
 
-Prints, for a data file and/or a freshly simulated big field, the statistics a
+Computes, for a data file and/or a freshly simulated big field, the statistics a
 survey scientist checks first, each next to its published value with the
 tolerance and PASS / FAIL (or INFO where the comparison does not apply or the
-sample is too small to judge), and
-writes the plots as PNG files (``--plots DIR``). Exit code 0 when nothing
-fails, 1 when a line fails, 2 on an error.
+sample is too small to judge), and makes the plots (:func:`make_plots`). The
+command line (:mod:`deblendkit.cli.validate`) prints the report and exits 0
+when nothing fails, 1 when a line fails, 2 on an error.
 
-Published values (``shared/DESIGN.md`` section 6)
--------------------------------------------------
+Published values
+----------------
 * Cumulative counts ``N(<i) = 46 x 10^(0.31 (i - 25))`` per arcmin^2
   (LSST Science Book, arXiv:0912.0201, eq. 3.7): slope ``d log10 N / d i``
   0.31 +- 0.05, fitted over 21 < i < 25.
@@ -40,24 +40,30 @@ What each source can tell
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
 import os
-import sys
-from dataclasses import dataclass, field as dc_field
+from dataclasses import dataclass
+from dataclasses import field as dc_field
 
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from scipy.optimize import brentq
+from scipy.stats import poisson
 
-from deblendkit.errors import ConfigError, DataFileError, DeblendKitError
+from deblendkit.config import SimConfig
+from deblendkit.errors import ConfigError, DataFileError
+from deblendkit.sim.field_mode import draws_needed, mean_count
+from deblendkit.storage.files import read_dataset
 
 __all__ = [
     "COUNT_SLOPE", "COUNT_SLOPE_TOL", "GOLD_DENSITY", "GOLD_DENSITY_TOL", "GOLD_LIMIT",
     "SIZE_TOL", "BLEND_FRACTION", "BLEND_FRACTION_TOL", "miller_hlr", "published_density",
     "Check", "Sample", "count_slope", "truncated_poisson_mean", "median_in_bins",
     "blend_fraction", "sample_from_file", "sample_from_sky", "run_checks", "format_report",
-    "make_plots", "main",
+    "counts_figure", "size_figure", "blendedness_figure", "blend_fraction_figure", "make_plots",
 ]
 
 log = logging.getLogger(__name__)
@@ -113,9 +119,6 @@ def truncated_poisson_mean(counts, minimum: int) -> float:
     Solves ``mean(counts) = mu P(N >= minimum - 1) / P(N >= minimum)`` (the mean
     of a Poisson(mu) truncated below ``minimum``). ``minimum <= 0``: the plain mean.
     """
-    from scipy.optimize import brentq
-    from scipy.stats import poisson
-
     counts = np.asarray(counts, float)
     target = float(counts.mean())
     if minimum <= 0:
@@ -227,11 +230,6 @@ def sample_from_file(path: str | os.PathLike) -> Sample:
         The file is not a readable data file, or its truth table has no
         magnitude in the reference band.
     """
-    from scipy.stats import poisson
-
-    from deblendkit.config import SimConfig
-    from deblendkit.storage.files import read_dataset
-
     ds = read_dataset(path, in_memory=False)
     try:
         n_blends, size = len(ds), ds.stamp_size
@@ -272,8 +270,6 @@ def sample_from_file(path: str | os.PathLike) -> Sample:
     except ConfigError as exc:
         notes.append(f"the file's config could not be rebuilt ({exc}); rejected fraction not replayed")
     else:
-        from deblendkit.sim.field_mode import draws_needed, mean_count
-
         first = int(attrs.get("first_index", 0))
         draws = sum(draws_needed(config, seed=int(attrs["seed"]), split=str(attrs["split"]), index=first + i)
                     for i in range(n_blends))
@@ -375,42 +371,33 @@ def format_report(sample: Sample, checks: list[Check]) -> str:
 # --------------------------------------------------------------------------
 # Plots
 # --------------------------------------------------------------------------
-def make_plots(sample: Sample, outdir: str | os.PathLike) -> list[str]:
-    """Write ``<name>_counts.png``, ``<name>_size_magnitude.png``, ``<name>_blendedness.png``
-    and ``<name>_blend_fraction.png`` into ``outdir``; returns their paths."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def _save(fig: Figure, outdir: str | os.PathLike, name: str) -> str:
+    """Write ``fig`` as ``<outdir>/<name>.png`` (110 dpi); returns the path."""
+    path = os.path.join(str(outdir), f"{name}.png")
+    fig.tight_layout()
+    FigureCanvasAgg(fig)
     try:
-        os.makedirs(outdir, exist_ok=True)
+        fig.savefig(path, dpi=110)
     except OSError as exc:
-        raise DataFileError(f"cannot create plot directory {str(outdir)!r}: {exc.strerror}") from None
-    paths = []
+        raise DataFileError(f"cannot write plot {path}: {exc.strerror or exc}") from None
+    return path
 
-    def save(fig, what: str) -> None:
-        p = os.path.join(str(outdir), f"{sample.name}_{what}.png")
-        fig.tight_layout()
-        try:
-            fig.savefig(p, dpi=110)
-        except OSError as exc:
-            raise DataFileError(f"cannot write plot {p}: {exc.strerror or exc}") from None
-        finally:
-            plt.close(fig)
-        paths.append(p)
 
+def counts_figure(sample: Sample) -> Figure:
+    """Cumulative counts ``N(<i)`` of ``sample`` against eq. 3.7 and the CatSim density.
+
+    Blend mode (no area): the shape only, normalised to eq. 3.7 at i = 25.
+    """
     grid = np.arange(18.0, 27.01, 0.1)
     mag = np.sort(sample.mag[np.isfinite(sample.mag)])
     n = np.searchsorted(mag, grid)
-    fig, ax = plt.subplots(figsize=(5.5, 4))
+    fig = Figure(figsize=(5.5, 4))
+    ax = fig.subplots()
     if sample.area_arcmin2:
-        dens = n / sample.area_arcmin2
-        label = "this sample"
-    else:  # blend mode: shape only, normalised to eq. 3.7 at i = 25
+        dens, label = n / sample.area_arcmin2, "this sample"
+    else:
         ref = max(int(np.searchsorted(mag, 25.0)), 1)
-        dens = n * float(published_density(25.0)) / ref
-        label = "this sample (normalised at i=25)"
+        dens, label = n * float(published_density(25.0)) / ref, "this sample (normalised at i=25)"
     ok = n > 0
     ax.semilogy(grid[ok], dens[ok], "o", ms=3, label=label)
     ax.semilogy(grid, published_density(grid), "-", label="LSST Science Book eq. 3.7")
@@ -418,26 +405,31 @@ def make_plots(sample: Sample, outdir: str | os.PathLike) -> list[str]:
                 color="k", label="CatSim, i<25.3 (+-20%)")
     ax.set(xlabel="i (AB)", ylabel="N(<i) per arcmin$^2$", title="cumulative counts")
     ax.legend(fontsize=8)
-    save(fig, "counts")
+    return fig
 
-    fig, ax = plt.subplots(figsize=(5.5, 4))
+
+def size_figure(sample: Sample) -> Figure:
+    """Disk half-light radius (arcsec) versus i: galaxies, medians in 0.5-mag bins, Miller et al. 2013."""
+    fig = Figure(figsize=(5.5, 4))
+    ax = fig.subplots()
     rng = np.random.default_rng(0)
     pick = rng.permutation(len(sample.mag))[:4000]
     ax.semilogy(sample.mag[pick], sample.hlr_disk[pick], ".", ms=1.5, alpha=0.4, label="galaxies")
-    edges = np.arange(19.0, 27.01, 0.5)
-    med_m, med_h, cnt = median_in_bins(sample.mag, sample.hlr_disk, edges)
+    med_m, med_h, cnt = median_in_bins(sample.mag, sample.hlr_disk, np.arange(19.0, 27.01, 0.5))
     ax.semilogy(med_m[cnt >= 10], med_h[cnt >= 10], "o", color="C1", label="median in 0.5-mag bins")
     mm = np.linspace(19, 27, 50)
     ax.semilogy(mm, miller_hlr(mm), "k-", label="Miller et al. 2013 (1.678 r$_d$)")
     ax.fill_between(mm, miller_hlr(mm) * (1 - SIZE_TOL), miller_hlr(mm) * (1 + SIZE_TOL), color="k", alpha=0.1)
     ax.set(xlabel="i (AB)", ylabel="disk half-light radius (arcsec)", title="size-magnitude")
     ax.legend(fontsize=8)
-    save(fig, "size_magnitude")
+    return fig
 
-    fig, axes = plt.subplots(1, 2 if sample.blendedness is not None else 1, figsize=(9, 3.8), squeeze=False)
+
+def blendedness_figure(sample: Sample) -> Figure:
+    """Histograms of the footprint contamination (log10) and, when known, the blendedness."""
+    axes = Figure(figsize=(9, 3.8)).subplots(1, 2 if sample.blendedness is not None else 1, squeeze=False)
     c = sample.contamination[np.isfinite(sample.contamination)]
-    bins = np.linspace(-5, 0, 41)
-    axes[0, 0].hist(np.log10(np.clip(c, 1e-5, 1)), bins=bins)
+    axes[0, 0].hist(np.log10(np.clip(c, 1e-5, 1)), bins=np.linspace(-5, 0, 41))
     axes[0, 0].axvline(np.log10(BLENDED_AT), color="k", ls="--", label="1%: blended (Sanchez+21)")
     axes[0, 0].set(xlabel="log10 contamination (footprint, r band)", ylabel="galaxies",
                    title=f"blended: {blend_fraction(c):.0%} (published 62%)")
@@ -446,9 +438,13 @@ def make_plots(sample: Sample, outdir: str | os.PathLike) -> list[str]:
         b = sample.blendedness[np.isfinite(sample.blendedness)]
         axes[0, 1].hist(b, bins=np.linspace(0, 1, 41))
         axes[0, 1].set(xlabel="blendedness 1 - <own,own>/<own,all>", ylabel="galaxies", title="blendedness")
-    save(fig, "blendedness")
+    return axes[0, 0].figure
 
-    fig, ax = plt.subplots(figsize=(5.5, 4))
+
+def blend_fraction_figure(sample: Sample) -> Figure:
+    """Fraction of blended galaxies per 0.5-mag bin (bins of >= 5 galaxies) against Sanchez et al. 2021."""
+    fig = Figure(figsize=(5.5, 4))
+    ax = fig.subplots()
     edges = np.arange(20.0, 25.31, 0.5)
     lm, cc = sample.labelled_mag, sample.contamination
     fr, mid = [], []
@@ -462,70 +458,22 @@ def make_plots(sample: Sample, outdir: str | os.PathLike) -> list[str]:
     ax.axhspan(BLEND_FRACTION - BLEND_FRACTION_TOL, BLEND_FRACTION + BLEND_FRACTION_TOL, color="k", alpha=0.1)
     ax.set(xlabel="i (AB)", ylabel="fraction blended", ylim=(0, 1), title="blend fraction vs magnitude")
     ax.legend(fontsize=8)
-    save(fig, "blend_fraction")
-    return paths
+    return fig
 
 
-# --------------------------------------------------------------------------
-# Command line
-# --------------------------------------------------------------------------
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m deblendkit.report.realism",
-        description="Compare a data file's (and/or a simulated big field's) galaxy counts, sizes and "
-        "blend fraction with published survey values; PASS/FAIL per line, PNG plots with --plots.",
-    )
-    p.add_argument("file", nargs="?", help="a data file (HDF5, see data/README.md)")
-    p.add_argument("--sky", action="store_true", help="also simulate and check a big field (field mode's sky)")
-    p.add_argument("--area", type=float, default=180.0,
-                   help="area of the big field, arcmin^2 (default 180 = 0.05 deg^2)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the big field (default 0)")
-    p.add_argument("--config", help="JSON or TOML SimConfig file for the big field (default: the defaults)")
-    p.add_argument("--faint-limit", type=float, help="override field_faint_limit of the big field")
-    p.add_argument("--size-scale", type=float, help="multiply the big field's median sizes by this factor")
-    p.add_argument("--plots", help="directory for the PNG plots")
-    return p
+def make_plots(sample: Sample, outdir: str | os.PathLike) -> list[str]:
+    """Write ``<name>_counts.png``, ``<name>_size_magnitude.png``, ``<name>_blendedness.png``
+    and ``<name>_blend_fraction.png`` into ``outdir``; returns their paths.
 
-
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    status = 0
+    Raises
+    ------
+    DataFileError
+        ``outdir`` cannot be created or a plot cannot be written.
+    """
     try:
-        if args.file is None and not args.sky:
-            raise ConfigError("give a data FILE, or --sky to simulate a big field (or both)")
-        samples = []
-        if args.file is not None:
-            if not os.path.exists(args.file):
-                raise DataFileError(f"{args.file} does not exist")
-            samples.append(sample_from_file(args.file))
-        if args.sky:
-            from deblendkit.config import SimConfig, load_config
-            from deblendkit.sim.field_mode import simulate_sky
-
-            config = load_config(args.config) if args.config else SimConfig()
-            changes = {}
-            if args.faint_limit is not None:
-                changes["field_faint_limit"] = args.faint_limit
-            if args.size_scale is not None:
-                if not args.size_scale > 0:
-                    raise ConfigError(f"--size-scale must be > 0, got {args.size_scale}")
-                changes["disk_size_zero"] = config.disk_size_zero + math.log(args.size_scale)
-            config = config.replace(**changes) if changes else config
-            samples.append(sample_from_sky(simulate_sky(config, area_arcmin2=args.area, seed=args.seed)))
-        for s in samples:
-            checks = run_checks(s)
-            print(format_report(s, checks))
-            if any(c.status == "FAIL" for c in checks):
-                status = 1
-            if args.plots:
-                for p in make_plots(s, args.plots):
-                    print(f"   wrote {p}")
-    except DeblendKitError as exc:
-        print(f"validate: error: {exc}", file=sys.stderr)
-        return 2
-    return status
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+        os.makedirs(outdir, exist_ok=True)
+    except OSError as exc:
+        raise DataFileError(f"cannot create plot directory {str(outdir)!r}: {exc.strerror}") from None
+    figures = (("counts", counts_figure), ("size_magnitude", size_figure), ("blendedness", blendedness_figure),
+               ("blend_fraction", blend_fraction_figure))
+    return [_save(make(sample), outdir, f"{sample.name}_{what}") for what, make in figures]

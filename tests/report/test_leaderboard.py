@@ -1,4 +1,4 @@
-"""The static leaderboard (deblendkit.report.leaderboard).
+"""The static leaderboard (deblendkit.report: collect, table, page, leaderboard.build; deblendkit.cli.leaderboard).
 
 Unit tests build ``training_output`` folders by hand, the way rampwf 0.7 lays
 them out; the end-to-end test runs ``ramp-test --quick-test --save-output`` on
@@ -21,7 +21,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from deblendkit.report import leaderboard as L
+from deblendkit import report as L
+from deblendkit.cli import leaderboard as cli_leaderboard
 from deblendkit.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -175,11 +176,11 @@ def test_markdown_and_files(subs, tmp_path):
 
 
 def test_cli(subs, tmp_path, capsys):
-    assert L.main(["--submissions", str(subs), "--data", str(tmp_path / "nodata"), "--out", str(tmp_path / "o"),
+    assert cli_leaderboard.main(["--submissions", str(subs), "--data", str(tmp_path / "nodata"), "--out", str(tmp_path / "o"),
                    "--no-images"]) == 0
     assert (tmp_path / "o" / "index.html").is_file()
     assert "leaderboard: " in capsys.readouterr().out
-    assert L.main(["--submissions", str(tmp_path / "missing"), "--out", str(tmp_path / "o2")]) == 2
+    assert cli_leaderboard.main(["--submissions", str(tmp_path / "missing"), "--out", str(tmp_path / "o2")]) == 2
     assert "error: submissions directory" in capsys.readouterr().err
 
 
@@ -214,7 +215,7 @@ window.addEventListener('load', function () {
   });
   function order() {
     return Array.prototype.map.call(document.querySelectorAll('#leaderboard tbody tr'),
-      function (r) { return r.getAttribute('data-submission'); });
+      function (r) { return r.getAttribute('data-submission') || 'ref:' + r.getAttribute('data-reference'); });
   }
   out.orders.initial = order();
   var th = document.querySelector('th[data-col="deblend_test_mean"]');
@@ -228,11 +229,12 @@ window.addEventListener('load', function () {
 
 
 class _Rows(HTMLParser):
-    """Rows of the leaderboard table: {submission: {col: (data-value, text)}} and the page-check JSON."""
+    """Rows of the leaderboard table: {submission: {col: (data-value, text)}}, the same of the reference
+    rows (``refs``) and the page-check JSON."""
 
     def __init__(self):
         super().__init__()
-        self.rows, self.check = {}, None
+        self.rows, self.refs, self.check = {}, {}, None
         self._row = self._col = None
         self._text, self._pre = [], False
 
@@ -240,6 +242,8 @@ class _Rows(HTMLParser):
         a = dict(attrs)
         if tag == "tr" and "data-submission" in a:
             self._row = self.rows.setdefault(a["data-submission"], {})
+        elif tag == "tr" and "data-reference" in a:
+            self._row = self.refs.setdefault(a["data-reference"], {})
         elif tag == "td" and self._row is not None and "data-col" in a:
             self._col, self._value, self._text = a["data-col"], a.get("data-value", ""), []
         elif tag == "pre" and a.get("id") == "page-check":
@@ -297,7 +301,7 @@ def test_leaderboard_in_a_browser(small_data_dir, tmp_path):
         assert (run.returncode == 0) == expect_ok, f"ramp-test {name}: rc {run.returncode}\n{run.stdout}\n{run.stderr}"
 
     out = tmp_path / "leaderboard"
-    run = subprocess.run([sys.executable, "-m", "deblendkit.report.leaderboard", "--submissions", "submissions",
+    run = subprocess.run([sys.executable, "-m", "deblendkit.cli.leaderboard", "--submissions", "submissions",
                           "--data", "data", "--out", str(out)], cwd=kit, env=env, capture_output=True,
                          text=True, timeout=600)
     assert run.returncode == 0, run.stderr
@@ -353,12 +357,26 @@ def test_leaderboard_in_a_browser(small_data_dir, tmp_path):
     for im in info["images"]:
         assert im["complete"] and im["w"] > 100 and im["h"] > 100, im
     scored = ["starting_kit", "zeros"]
-    assert info["orders"]["initial"][:2] == scored
+    ref_names = ["ref:" + n for n in parsed.refs]
+    subs_only = {k: [n for n in v if not n.startswith("ref:")] for k, v in info["orders"].items()}
+    assert subs_only["initial"][:2] == scored
+    assert info["orders"]["initial"][len(rows):] == ref_names  # references after the submissions
     # Sorting by the test score: best first, then reversed; unscored rows stay last.
-    assert info["orders"]["first_click"] == scored + info["orders"]["first_click"][2:]
-    assert info["orders"]["second_click"][:2] == scored[::-1]
-    assert set(info["orders"]["second_click"][2:]) == {"broken", "never_run"}
-    assert info["orders"]["by_name"] == sorted(rows)
+    assert subs_only["first_click"] == scored + subs_only["first_click"][2:]
+    assert subs_only["second_click"][:2] == scored[::-1]
+    assert set(subs_only["second_click"][2:]) == {"broken", "never_run"}
+    assert info["orders"]["by_name"] == sorted(info["orders"]["initial"],
+                                               key=lambda n: n[4:] if n.startswith("ref:") else n)
+
+    # Reference rows (#19), computed on the file the submissions were scored on: marked, not ranked,
+    # best first; predicting zeros scores 0 there as the zeros submission does on every fold.
+    assert list(parsed.refs) == ["known morphology", "oracle apportioning", "zeros"]
+    for name, cells in parsed.refs.items():
+        assert cells["rank"] == ("", "ref") and cells["status"][1].startswith("reference")
+        assert cells["data_file"][1] == "test_mini.h5"
+    values = [float(c["deblend_test_mean"][0]) for c in parsed.refs.values()]
+    assert values == sorted(values, reverse=True) and values[-1] == 0.0
+    assert values[0] > expected["starting_kit"]["test"]
 
     # A screenshot for a person to look at.
     artifacts = Path(os.environ.get("DEBLEND_TEST_ARTIFACTS", tmp_path / "artifacts"))

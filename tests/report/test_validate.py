@@ -1,4 +1,4 @@
-"""Tests of deblendkit.report.realism: the statistics, the report and the command line.
+"""Tests of deblendkit.report.realism (the statistics, the report) and its command line deblendkit.cli.validate.
 
 The statistics of a 0.05 deg^2 simulated field against the published values
 (the issue's acceptance test) are marked slow (about a minute on two cores).
@@ -12,6 +12,7 @@ import h5py
 import numpy as np
 import pytest
 
+from deblendkit.cli import validate as validate_cli
 from deblendkit.report import realism as validate
 from deblendkit.config import SimConfig
 from deblendkit.sim.field_mode import simulate_sky
@@ -159,7 +160,7 @@ def test_field_file_sample_counts_galaxies_in_the_stamps(field_file):
 
 
 def test_cli_on_a_field_file_prints_the_lines_and_writes_the_plots(field_file, tmp_path, capsys):
-    rc = validate.main([str(field_file), "--plots", str(tmp_path / "plots")])
+    rc = validate_cli.main([str(field_file), "--plots", str(tmp_path / "plots")])
     out = capsys.readouterr().out
     statuses = re.findall(r" {2}(PASS|FAIL|INFO) {2}", out)
     assert len(statuses) == 2 + len(validate.SIZE_BINS) - 1 + 2
@@ -171,7 +172,7 @@ def test_cli_on_a_field_file_prints_the_lines_and_writes_the_plots(field_file, t
 
 
 def test_cli_on_a_blend_file(blend_file, capsys):
-    validate.main([str(blend_file)])
+    validate_cli.main([str(blend_file)])
     out = capsys.readouterr().out
     assert re.search(r"^density i<25.3 /arcmin\^2 .* INFO\s+blend mode", out, re.M)
     assert "blend mode imposes its overlaps" in out
@@ -187,7 +188,7 @@ def test_cli_on_a_blend_file(blend_file, capsys):
     ],
 )
 def test_cli_errors_exit_2_with_one_line(argv, message, capsys):
-    assert validate.main(argv) == 2
+    assert validate_cli.main(argv) == 2
     assert capsys.readouterr().err.strip() == message
 
 
@@ -196,7 +197,7 @@ def test_cli_refuses_a_schema_1_file(blend_file, tmp_path, capsys):
     old.write_bytes(blend_file.read_bytes())
     with h5py.File(old, "a") as f:
         f.attrs["schema_version"] = 1
-    assert validate.main([str(old)]) == 2
+    assert validate_cli.main([str(old)]) == 2
     assert re.search(r"old\.h5 has schema_version 1; this kit reads 2", capsys.readouterr().err)
 
 
