@@ -5,7 +5,7 @@ construction (a wrong value raises :class:`~deblendkit.errors.ConfigError`
 naming the option, the value and what is allowed), serialises to JSON (stored
 in every data file) and loads from a JSON or TOML file.
 
-The population defaults cite their sources (see ``shared/DESIGN.md`` section 6):
+The population defaults cite their sources (checked by :mod:`deblendkit.report.realism`):
 
 * magnitude counts: ``log10 N(<i) = 0.31 i + const`` (LSST Science Book,
   arXiv:0912.0201, eq. 3.7);

@@ -41,7 +41,7 @@ One scene (blend ``index`` of a split)
    is independent, so the condition only raises the number of labelled
    galaxies). The rejected fraction is not stored in the file:
    :func:`draws_needed` recomputes it from ``(config, seed, split, index)``
-   without rendering, and ``python -m deblendkit.report.realism`` reports it. After
+   without rendering, and ``python -m deblendkit.cli.validate`` reports it. After
    ``field_max_tries`` rejected draws a :class:`~deblendkit.errors.ConfigError`
    names the blend and the options to change.
 4. **Rendering.** Galaxies brighter than ``label_limit`` centred in the stamp
