@@ -41,7 +41,9 @@ def test_notebook_runs_on_small_data(small_data_dir, monkeypatch):
     # A last cell, added here only, reports the notebook's own numbers.
     nb.cells.append(nbformat.v4.new_code_cell(
         'import json\nprint("CHECK" + json.dumps({"trivial": {k: v["deblend"] for k, v in summary.items()}, '
-        '"baseline": scores["deblend"], "n_test": len(X_test)}))'))
+        '"baseline": scores["deblend"], "n_test": len(X_test), '
+        '"references": {r.name: r.scores["deblend"] for r in references.rows}, '
+        '"reference_blends": references.n_blends}))'))
     client = NotebookClient(nb, timeout=300, kernel_name="python3",
                             resources={"metadata": {"path": str(REPO)}})
     client.execute()  # raises CellExecutionError, naming the cell, on any error
@@ -56,6 +58,16 @@ def test_notebook_runs_on_small_data(small_data_dir, monkeypatch):
     assert check["n_test"] == 12
     assert max(trivial["whole blend in every slot"], trivial["blend / n_galaxies"]) < check["baseline"] < 1.0
     assert "starting_kit (test)" in text
+    # The reference rows (#19), on the same test blends: zeros the floor, the baseline below the
+    # noise-limited known-morphology ceiling, oracle apportioning between zeros and that ceiling.
+    refs = check["references"]
+    assert list(refs) == ["zeros", "oracle apportioning", "known morphology"]
+    assert check["reference_blends"] == check["n_test"]
+    assert refs["zeros"] == 0.0
+    assert 0.0 < refs["oracle apportioning"] < refs["known morphology"] <= 1.0
+    assert check["baseline"] < refs["known morphology"]
+    for name in refs:
+        assert f"{name} (reference)" in text
     # The broken example submission was caught with a message naming the problem.
     assert "broken: SubmissionError: submission 'broken', predict: predictions have shape" in text
     images = sum(1 for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {}))
