@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -22,12 +23,14 @@ import h5py
 import numpy as np
 import pytest
 
-from deblendkit.ramp import problem as ramp_problem
+from deblendkit.cli.prepare_data import main
 from deblendkit.config import SimConfig
 from deblendkit.deblend.blendset import load_split
 from deblendkit.errors import ConfigError, DataFileError, SubmissionError
-from deblendkit.storage.files import PER_BLEND_DATASETS, read_dataset
+from deblendkit.generation import generate_split
+from deblendkit.ramp import problem as ramp_problem
 from deblendkit.ramp.workflow import DeblenderWorkflow
+from deblendkit.storage.files import PER_BLEND_DATASETS, read_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = dict(stamp_size=20, psf_size=9, bands=("g", "r", "i"), max_galaxies=3, edge_margin=3)
@@ -41,8 +44,6 @@ def sha256(path) -> str:
 @pytest.fixture(scope="module")
 def kit(tmp_path_factory) -> Path:
     """A kit directory with data/train.h5 (8 blends) and data/test.h5 (4 blends), small stamps."""
-    from deblendkit.generation.split import generate_split
-
     root = tmp_path_factory.mktemp("kit")
     (root / "data").mkdir()
     config = SimConfig(**SMALL)
@@ -64,8 +65,6 @@ def damaged_kit(kit, tmp_path) -> Path:
 # ---------------------------------------------------------------------------
 @pytest.mark.slow
 def test_prepare_data_killed_mid_run_resumes_to_the_same_bytes(tmp_path, monkeypatch, caplog):
-    from deblendkit.cli.prepare_data import main
-
     cfg = tmp_path / "small.json"
     cfg.write_text(SimConfig(**SMALL).to_json())
     # 50 chunks: enough that a loaded machine cannot finish them all before the kill lands
@@ -375,8 +374,6 @@ def test_time_budget_holds_when_the_submission_swallows_the_interrupt(kit, tmp_p
 
 
 def test_time_budget_off_thread_is_checked_after_the_step(kit, tmp_path):
-    import threading
-
     sub = _write_submission(tmp_path, "slowish", _variant(fit_body="import time\ntime.sleep(0.6)\nreturn self"))
     errors = []
 
