@@ -5,7 +5,7 @@ Makes a data file of ``max(--sizes)`` blends (default configuration with
 ``min(--sizes)`` blends of it, then scores the starting kit on each in a fresh
 subprocess and reports that process's peak resident memory (``ru_maxrss``):
 
-* out of core: ``python -m deblendkit.scoring.out_of_core`` (fit on the file-backed
+* out of core: ``python -m deblendkit.cli.score`` (fit on the file-backed
   training data, predict and score ``--batch-size`` blends at a time);
 * in memory, for reference: ``load_split`` + ``predict`` on every blend +
   ``galaxy_table``.
@@ -29,7 +29,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 STREAMING = """
 import json, resource, sys
-from deblendkit.scoring.out_of_core import main
+from deblendkit.cli.score import main
 rc = main(sys.argv[1:])
 print(json.dumps({"rc": rc, "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
 """
@@ -39,7 +39,7 @@ import json, resource, sys
 import numpy as np
 from rampwf.utils.importing import import_module_from_source
 from deblendkit.deblend.blendset import load_split
-from deblendkit.scoring.metrics import galaxy_table, summarize
+from deblendkit.scoring.table import galaxy_table, summarize
 path, sub, metrics = sys.argv[1], sys.argv[2], sys.argv[3].split(",")
 X, y = load_split(path)
 model = import_module_from_source(sub + "/deblender.py", "deblender").Deblender()

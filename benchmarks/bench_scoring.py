@@ -25,7 +25,8 @@ import time
 
 import numpy as np
 
-from deblendkit.scoring.metrics import deblend_scores, galaxy_table, summarize
+from deblendkit.scoring.metrics import deblend_scores
+from deblendkit.scoring.table import galaxy_table, summarize
 
 BANDS = ("u", "g", "r", "i", "z", "y")
 

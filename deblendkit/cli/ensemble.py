@@ -30,7 +30,7 @@ from deblendkit._fs import atomic_write_text
 from deblendkit.errors import DeblendKitError
 from deblendkit.ramp.ensemble_outputs import EnsembleOutcome, ensemble_from_outputs
 from deblendkit.scoring.ensemble import MAX_ENSEMBLE_SIZE
-from deblendkit.scoring.metrics import galaxy_table, summarize
+from deblendkit.scoring.table import galaxy_table, summarize
 from deblendkit.storage.files import read_dataset
 
 __all__ = ["main", "ENSEMBLE_FILE", "ENSEMBLE_TABLE_FILE", "write_outcome"]

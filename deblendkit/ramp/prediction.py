@@ -41,7 +41,7 @@ import numpy as np
 from rampwf.prediction_types.base import BasePrediction
 
 from deblendkit.errors import ConfigError, PredictionError
-from deblendkit.scoring.metrics import as_image_array, check_finite
+from deblendkit.scoring.checks import as_image_array, check_finite
 
 __all__ = ["DeblendPredictions", "make_predictions_type", "check_predictions"]
 

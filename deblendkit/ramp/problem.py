@@ -6,7 +6,18 @@
 * :func:`get_cv`: deterministic K-fold over blends (3 folds, 2 in test mode);
 * :func:`data_meta`: bands and array sizes, read from the data files'
   attributes (defaults of :class:`~deblendkit.config.SimConfig` when no file
-  exists yet), from which ``problem.py`` builds ``Predictions`` and the score types.
+  exists yet), from which ``problem.py`` builds ``Predictions`` and the score types;
+* :func:`problem_attribute`: ``problem.py``'s data-dependent attributes
+  (``Predictions``, ``score_types``), built at first use.
+
+Where the data are: rampwf gives the data directory only to
+``get_train_data(path)`` / ``get_test_data(path)`` (``ramp-test
+--ramp-data-dir``, the kit by default), never at import. So ``problem.py``
+builds ``Predictions`` and ``score_types`` lazily, at their first use (a
+module ``__getattr__``, PEP 562), from the data directory the process last
+loaded (:func:`data_dir_in_use`), or from the kit's own ``data/`` when nothing
+was loaded yet. ``ramp-test`` reads the data before it touches either, so a
+kit whose own ``data/`` is stale or absent works with data elsewhere.
 
 Out-of-core mode: with the environment variable ``DEBLEND_OUT_OF_CORE=1``,
 :func:`get_train_data` / :func:`get_test_data` read nothing up front: ``X`` is a
@@ -19,21 +30,27 @@ not out-of-core: ``ramp-test`` builds ``Predictions(y_true=y)`` (which reads
 the labels of the fold into memory) and keeps each fold's predictions of the
 whole training and test sets in memory for the scores and the CV bagging;
 score data sets larger than memory with :func:`deblendkit.scoring.out_of_core.score_file`
-(``python -m deblendkit.scoring.out_of_core``) instead.
+(``python -m deblendkit.cli.score``) instead.
 """
 from __future__ import annotations
 
+import functools
 import os
-import sys
 from dataclasses import dataclass
 
 import numpy as np
 from sklearn.model_selection import KFold
 
-from deblendkit.errors import DataFileError
+from deblendkit.config import SimConfig
+from deblendkit.deblend.blendset import BlendSet, load_split
+from deblendkit.errors import ConfigError, DataFileError
+from deblendkit.ramp.prediction import make_predictions_type
+from deblendkit.ramp.score_types import make_score_types
+from deblendkit.storage.files import H5Source, LazyRows, validate_file
 
 __all__ = ["PROBLEM_TITLE", "CV_RANDOM_STATE", "get_train_data", "get_test_data", "get_cv",
-           "data_meta", "DataMeta", "split_path", "out_of_core", "load_lazy"]
+           "data_meta", "DataMeta", "split_path", "out_of_core", "load_lazy", "quick_mode",
+           "data_dir_in_use", "problem_attribute", "DATA_DEPENDENT"]
 
 PROBLEM_TITLE = "Galaxy deblending: recover each galaxy's isolated image from a multi-band blend"
 #: Fixed random state of the CV shuffle: the folds are the same for every submission.
@@ -60,9 +77,8 @@ def out_of_core() -> bool:
         return False
     if raw in ("1", "true", "yes", "on"):
         return True
-    from deblendkit.errors import ConfigError
-
-    raise ConfigError(f"DEBLEND_OUT_OF_CORE must be 1 or 0 (true/false, yes/no, on/off), got {raw!r}")
+    raise ConfigError(f"DEBLEND_OUT_OF_CORE must be 1 or 0 (true/false, yes/no, on/off), got {raw!r}",
+                      value=raw, allowed=("1", "0", "true", "false", "yes", "no", "on", "off"))
 
 
 def load_lazy(path: str):
@@ -74,24 +90,37 @@ def load_lazy(path: str):
         Missing, truncated, foreign, other schema version, missing dataset (checked
         now); corrupt chunks are found when they are read.
     """
-    from deblendkit.deblend.blendset import BlendSet
-    from deblendkit.storage.files import H5Source, LazyRows
-
     X = BlendSet.from_file(path, in_memory=False)
     y = LazyRows(H5Source(path).array("isolated"))
     return X, y
 
 
-def _load(path: str, split: str):
-    from deblendkit.deblend.blendset import load_split
+class _DataDirInUse:
+    """The data directory this process last loaded from (rampwf's ``ramp_data_dir``).
 
+    One per process: rampwf imports ``problem.py`` afresh for each step of
+    ``ramp-test`` (title, data, CV, score types, folds), so the directory
+    cannot live in ``problem.py``'s own namespace.
+    """
+
+    path: str | None = None
+
+
+def data_dir_in_use() -> str | None:
+    """The ``path`` of the last successful :func:`get_train_data` / :func:`get_test_data`, or None."""
+    return _DataDirInUse.path
+
+
+def _load(path: str, split: str):
     f = split_path(path, split)
     if not os.path.exists(f):
         raise DataFileError(
             f"data file {f} does not exist; make the data first with `python prepare_data.py` "
             f"(in {os.path.abspath(path)})"
         )
-    return load_lazy(f) if out_of_core() else load_split(f)
+    data = load_lazy(f) if out_of_core() else load_split(f)
+    _DataDirInUse.path = os.path.abspath(path)
+    return data
 
 
 def get_train_data(path: str = "."):
@@ -121,37 +150,73 @@ class DataMeta:
     stamp_size: int
 
 
-def ramp_data_dir(argv=None) -> str | None:
-    """The ``--ramp-data-dir`` of a ``ramp-test`` command line (``sys.argv`` by default), or None."""
-    argv = sys.argv if argv is None else argv
-    for i, arg in enumerate(argv):
-        if arg == "--ramp-data-dir" and i + 1 < len(argv):
-            return argv[i + 1]
-        if arg.startswith("--ramp-data-dir="):
-            return arg.split("=", 1)[1]
+def _first_data_file(directory: str) -> str | None:
+    for split in ("train", "test"):
+        for f in (split_path(directory, split), os.path.join(directory, "data", f"{split}.h5"),
+                  os.path.join(directory, "data", f"{split}_mini.h5")):
+            if os.path.exists(f):
+                return f
     return None
 
 
-def data_meta(path: str = ".", *, argv=None) -> DataMeta:
-    """Bands and sizes from the first data file found in ``<dir>/data``.
+def data_meta(path: str = ".") -> DataMeta:
+    """Bands and sizes from the first data file found in ``<path>/data``.
 
-    ``problem.py`` calls this when ``ramp-test`` imports it, before any data is
-    read and without being told where the data are; so the folder given to
-    ``ramp-test --ramp-data-dir`` (read from its command line, ``argv``) is
-    looked at first, then ``path`` (the kit). With no data file anywhere the
-    simulator's defaults are used.
+    The split of the current mode first (``_mini`` under ``--quick-test``),
+    train before test; with no data file there the simulator's defaults
+    (:class:`~deblendkit.config.SimConfig`) are used.
+
+    Raises
+    ------
+    DataFileError
+        The file found is not one this kit can read (e.g. made by an older kit).
     """
-    from deblendkit.storage.files import validate_file
-
-    dirs = [d for d in (ramp_data_dir(argv), path) if d]
-    for directory in dirs:
-        for split in ("train", "test"):
-            for f in (split_path(directory, split), os.path.join(directory, "data", f"{split}.h5"),
-                      os.path.join(directory, "data", f"{split}_mini.h5")):
-                if os.path.exists(f):
-                    layout = validate_file(f)
-                    return DataMeta(tuple(layout.bands), int(layout.max_galaxies), int(layout.stamp_size))
-    from deblendkit.config import SimConfig
-
+    f = _first_data_file(path)
+    if f is not None:
+        layout = validate_file(f)
+        return DataMeta(tuple(layout.bands), int(layout.max_galaxies), int(layout.stamp_size))
     cfg = SimConfig()
     return DataMeta(tuple(cfg.band_names), cfg.max_galaxies, cfg.stamp_size)
+
+
+DATA_DEPENDENT = ("Predictions", "score_types")
+"""The attributes of ``problem.py`` built at first use by :func:`problem_attribute`."""
+
+
+@functools.lru_cache(maxsize=16)
+def _built(name: str, meta: DataMeta):
+    if name == "Predictions":
+        return make_predictions_type(max_galaxies=meta.max_galaxies, n_bands=len(meta.bands),
+                                     stamp_size=meta.stamp_size)
+    return make_score_types(meta.bands)
+
+
+def problem_attribute(name: str, kit_dir: str):
+    """``problem.Predictions`` or ``problem.score_types``, from the data in use (see module doc).
+
+    Parameters
+    ----------
+    name : str
+        One of :data:`DATA_DEPENDENT`.
+    kit_dir : str
+        The kit (``problem.py``'s folder), whose ``data/`` is read when this
+        process has loaded no data yet.
+
+    Returns
+    -------
+    type or list
+        The same object for the same bands and sizes (cached).
+
+    Raises
+    ------
+    AttributeError
+        ``name`` is not one of :data:`DATA_DEPENDENT` (what a module
+        ``__getattr__`` must raise for a missing attribute).
+    DataFileError
+        The data file read is not one this kit can read.
+    """
+    if name not in DATA_DEPENDENT:
+        raise AttributeError(f"module 'problem' has no attribute {name!r}")
+    directory = data_dir_in_use() or kit_dir
+    meta = data_meta(directory) if _first_data_file(directory) is not None else data_meta(kit_dir)
+    return _built(name, meta)

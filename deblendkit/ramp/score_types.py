@@ -6,10 +6,12 @@ of two :mod:`deblendkit.ramp.prediction` instances, shape ``(n_blends,
 max_galaxies, n_bands, stamp_size, stamp_size)``, and computes only the metric
 groups it needs through :mod:`deblendkit.scoring.metrics` (the primary one never runs
 the adaptive moments). See :mod:`deblendkit.scoring.metrics` for the definitions.
+The SSIM score is averaged over the galaxy's footprint
+(:func:`deblendkit.scoring.shapes.ssim`), so an all-zero prediction scores ~0.
 
 rampwf needs a direction for every score, so the signed flux bias is reported
 as its absolute value (``abs_flux_bias_r``); the signed value is in
-:func:`deblendkit.scoring.metrics.summarize` (``flux_bias_r``).
+:func:`deblendkit.scoring.table.summarize` (``flux_bias_r``).
 """
 from __future__ import annotations
 
@@ -20,7 +22,8 @@ import numpy as np
 from rampwf.score_types.base import BaseScoreType
 
 from deblendkit.errors import ConfigError
-from deblendkit.scoring.metrics import COLOUR_PAIRS, deblend_scores, galaxy_table, summarize
+from deblendkit.scoring.metrics import COLOUR_PAIRS, deblend_scores
+from deblendkit.scoring.table import galaxy_table, summarize
 
 __all__ = [
     "DeblendScore",
@@ -98,6 +101,7 @@ class DeblendScore(_ScoreType):
         self.precision = precision
 
     def __call__(self, y_true, y_pred) -> float:
+        """Mean primary score of ``y_pred`` against ``y_true``, (n, K, C, H, W) arrays."""
         _, score = deblend_scores(y_true, y_pred)
         return float(np.mean(score)) if len(score) else math.nan
 
@@ -137,6 +141,7 @@ class AbsFluxBias(_BandScore):
     label = "abs_flux_bias"
 
     def __call__(self, y_true, y_pred) -> float:
+        """``|median dF/F|`` of the band."""
         return abs(super().__call__(y_true, y_pred))
 
 
@@ -208,7 +213,10 @@ class EllipticityResidual(_TableScore):
 
 
 class SSIM(_TableScore):
-    """Mean structural similarity of the reference band (images scaled to their maximum); higher is better."""
+    """Mean structural similarity of the reference band on the galaxy's footprint; higher is better.
+
+    Images scaled to their maximum; an all-zero prediction scores ~0 (at most 0.038), the truth 1.
+    """
 
     is_lower_the_better = False
     minimum = -1.0

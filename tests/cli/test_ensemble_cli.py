@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from deblendkit.cli.ensemble import ENSEMBLE_FILE, ENSEMBLE_TABLE_FILE, main
-from deblendkit.scoring.metrics import galaxy_table, summarize
+from deblendkit.scoring.table import galaxy_table, summarize
 from deblendkit.storage.files import read_dataset
 from tests.ramp.test_ensemble_outputs import _save_member
 

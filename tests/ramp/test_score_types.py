@@ -8,9 +8,7 @@ import numpy as np
 import pytest
 from rampwf.utils import get_score_cv_bags
 
-from deblendkit.scoring import metrics
 from deblendkit.errors import ConfigError
-from deblendkit.scoring.metrics import galaxy_table, summarize
 from deblendkit.ramp.prediction import make_predictions_type
 from deblendkit.ramp.score_types import (
     SSIM,
@@ -23,6 +21,8 @@ from deblendkit.ramp.score_types import (
     FluxScatter,
     make_score_types,
 )
+from deblendkit.scoring import shapes
+from deblendkit.scoring.table import galaxy_table, summarize
 
 LSST = ("u", "g", "r", "i", "z", "y")
 
@@ -96,8 +96,8 @@ def test_score_types_compute_only_what_they_need(blends, monkeypatch):
     def boom(*args, **kwargs):
         raise AssertionError("not needed by this score")
 
-    monkeypatch.setattr(metrics, "adaptive_ellipticity", boom)
-    monkeypatch.setattr(metrics, "ssim", boom)
+    monkeypatch.setattr(shapes, "adaptive_ellipticity", boom)
+    monkeypatch.setattr(shapes, "ssim", boom)
     y, p = blends
     for score in make_score_types(LSST)[:6]:  # all but the shape and SSIM scores
         assert np.isfinite(score(y, p)), score.name

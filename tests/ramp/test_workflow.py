@@ -14,10 +14,10 @@ import pytest
 
 from deblendkit.deblend.blendset import load_split
 from deblendkit.errors import SubmissionError
-from deblendkit.scoring.metrics import deblend_scores
 from deblendkit.ramp.prediction import make_predictions_type
 from deblendkit.ramp.score_types import make_score_types
 from deblendkit.ramp.workflow import DeblenderWorkflow, train_score_rows
+from deblendkit.scoring.metrics import deblend_scores
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -155,28 +155,58 @@ def test_problem_reads_mini_files_in_test_mode_and_cv_is_fixed(tmp_path, small_d
     assert [s.name for s in problem.score_types][0] == "deblend"
 
 
-def test_data_meta_prefers_ramp_tests_data_dir(tmp_path, small_data_dir):
+def test_problem_attributes_come_from_the_data_in_use(tmp_path, small_data_dir, monkeypatch):
+    """Predictions and score_types: built at first use, from the data get_train_data loaded."""
     from deblendkit.errors import DataFileError
-    from deblendkit.ramp.problem import data_meta, ramp_data_dir
+    from deblendkit.ramp import problem as P
 
-    assert ramp_data_dir(["ramp-test", "--submission", "x", "--ramp-data-dir", "/d"]) == "/d"
-    assert ramp_data_dir(["ramp-test", "--ramp-data-dir=/e"]) == "/e"
-    assert ramp_data_dir(["ramp-test", "--ramp-data-dir"]) is None
-    assert ramp_data_dir(["pytest"]) is None
+    monkeypatch.delenv("RAMP_TEST_MODE", raising=False)
+    monkeypatch.setattr(P._DataDirInUse, "path", None)  # a fresh process: nothing loaded yet
     # a kit whose own data/ is stale (not readable by this kit) ...
     kit = tmp_path / "kit"
     (kit / "data").mkdir(parents=True)
     (kit / "data" / "train.h5").write_bytes(b"an older file")
     with pytest.raises(DataFileError, match="train.h5 is not a readable HDF5 file"):
-        data_meta(str(kit), argv=["ramp-test"])
-    # ... is looked at only when --ramp-data-dir has no data (here: a folder without data/) ...
-    with pytest.raises(DataFileError, match="train.h5 is not a readable HDF5 file"):
-        data_meta(str(kit), argv=["ramp-test", "--ramp-data-dir", str(tmp_path / "empty")])
-    # ... and not when ramp-test is told where the data are
-    (tmp_path / "hosted").mkdir()
-    (tmp_path / "hosted" / "data").symlink_to(small_data_dir, target_is_directory=True)
-    meta = data_meta(str(kit), argv=["ramp-test", "--ramp-data-dir", str(tmp_path / "hosted")])
-    assert meta.bands == ("u", "g", "r", "i", "z", "y") and meta.max_galaxies == 6 and meta.stamp_size == 48
+        P.problem_attribute("Predictions", str(kit))
+    with pytest.raises(AttributeError, match="module 'problem' has no attribute 'predictions'"):
+        P.problem_attribute("predictions", str(kit))
+    # ... is not read once the data were loaded from elsewhere (ramp-test --ramp-data-dir)
+    hosted = tmp_path / "hosted"
+    hosted.mkdir()
+    (hosted / "data").symlink_to(small_data_dir, target_is_directory=True)
+    X, _ = P.get_train_data(str(hosted))
+    assert P.data_dir_in_use() == str(hosted)
+    Predictions = P.problem_attribute("Predictions", str(kit))
+    assert Predictions.max_galaxies == X.max_galaxies
+    assert (Predictions.n_bands, Predictions.stamp_size) == (X.n_bands, X.stamp_size)
+    assert P.problem_attribute("Predictions", str(kit)) is Predictions  # cached: one class
+    names = [st.name for st in P.problem_attribute("score_types", str(kit))]
+    assert names[0] == "deblend" and "ssim" in names
+    assert P.data_meta(str(hosted)).bands == tuple(X.bands)
+    # with no data file anywhere: the simulator's defaults
+    assert P.data_meta(str(tmp_path / "empty")).stamp_size == 48
+
+
+@pytest.mark.slow
+def test_ramp_test_reads_data_outside_a_kit_with_stale_data(tmp_path, small_data_dir):
+    """`ramp-test --ramp-data-dir X`: X outside the kit, the kit's own data/ stale; no sys.argv parsing."""
+    kit = tmp_path / "kit"
+    (kit / "data").mkdir(parents=True)
+    for name in ("train_mini.h5", "test_mini.h5", "train.h5", "test.h5"):
+        (kit / "data" / name).write_bytes(b"made by an older kit")
+    shutil.copy(ROOT / "problem.py", kit / "problem.py")
+    shutil.copytree(ROOT / "submissions" / "starting_kit", kit / "submissions" / "starting_kit")
+    elsewhere = tmp_path / "hosted"
+    elsewhere.mkdir()
+    (elsewhere / "data").symlink_to(small_data_dir, target_is_directory=True)
+    ramp_test = Path(sys.executable).with_name("ramp-test")
+    out = subprocess.run(
+        [str(ramp_test), "--submission", "starting_kit", "--quick-test", "--ramp-kit-dir", str(kit),
+         "--ramp-data-dir", str(elsewhere)],
+        capture_output=True, text=True, timeout=600, cwd=kit, env={**os.environ, "NO_COLOR": "1"},
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "Bagged scores" in out.stdout and "ssim" in out.stdout
 
 
 def test_missing_data_says_how_to_make_it(tmp_path):

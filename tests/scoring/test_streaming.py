@@ -1,4 +1,5 @@
-"""Out-of-core scoring (deblendkit.scoring.out_of_core) and the file-backed labels (io.LazyRows)."""
+"""Out-of-core scoring (deblendkit.scoring.out_of_core, deblendkit.ramp.stream, the CLI deblendkit.cli.score)
+and the file-backed labels (storage.files.LazyRows)."""
 from __future__ import annotations
 
 import pickle
@@ -9,14 +10,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from deblendkit.ramp import problem as ramp_problem
+from deblendkit.cli.score import main
 from deblendkit.config import SimConfig
 from deblendkit.deblend.blendset import BlendSet, load_split
 from deblendkit.errors import ConfigError, PredictionError
-from deblendkit.storage.files import DatasetWriter, H5Source, LazyRows, truth_dtype
-from deblendkit.scoring.metrics import galaxy_table, summarize
-from deblendkit.scoring.out_of_core import main, score_file, score_submission
+from deblendkit.ramp import problem as ramp_problem
+from deblendkit.ramp.stream import score_submission
 from deblendkit.ramp.workflow import DeblenderWorkflow
+from deblendkit.scoring.out_of_core import score_file
+from deblendkit.scoring.table import galaxy_table, summarize
+from deblendkit.storage.files import DatasetWriter, H5Source, LazyRows, truth_dtype
 
 SMALL = dict(stamp_size=20, psf_size=9, bands=("g", "r", "i"), max_galaxies=3, edge_margin=3)
 
@@ -230,7 +233,7 @@ def test_cli(data_dir, tmp_path, capsys):
     rc = main(["--submission", str(sub), "--data", str(data_dir / "test.h5"), "--metrics", "deblend"])
     err = capsys.readouterr().err
     assert rc == 2
-    assert err.startswith("deblendkit.scoring.out_of_core: error: submission 'recording', predict: predictions have shape")
+    assert err.startswith("deblendkit.cli.score: error: submission 'recording', predict: predictions have shape")
     assert err.count("\n") == 1
     assert main(["--submission", str(sub), "--data", str(data_dir / "test.h5"), "--metrics", "nope"]) == 2
     assert "unknown group(s) ['nope']" in capsys.readouterr().err
