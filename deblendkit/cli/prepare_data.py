@@ -39,12 +39,14 @@ SPLIT_FILES = {"train": "train.h5", "test": "test.h5", "train_mini": "train_mini
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``prepare_data.py`` argument parser (every option, with its default)."""
     p = argparse.ArgumentParser(
         prog="prepare_data.py",
         description="Simulate blended multi-band galaxy scenes with GalSim and write the "
         "challenge's train/test HDF5 files (see data/README.md for the format).",
     )
-    p.add_argument("--n-train", type=int, default=DEFAULT_SIZES["train"], help="blends in train.h5 (default %(default)s)")
+    p.add_argument("--n-train", type=int, default=DEFAULT_SIZES["train"],
+                   help="blends in train.h5 (default %(default)s)")
     p.add_argument("--n-test", type=int, default=DEFAULT_SIZES["test"], help="blends in test.h5 (default %(default)s)")
     p.add_argument("--n-mini", type=int, default=DEFAULT_SIZES["train_mini"],
                    help="blends in train_mini.h5 (test_mini.h5 gets half; default %(default)s)")

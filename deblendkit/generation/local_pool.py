@@ -5,7 +5,11 @@ Worker processes (see :func:`init_worker`):
 - die with their parent, however it dies (SIGKILL included): on Linux the
   worker asks the kernel for ``SIGKILL`` when its parent goes
   (``prctl(PR_SET_PDEATHSIG)``); elsewhere a watchdog thread polls the
-  parent's process id;
+  parent's process id (:func:`deblendkit._process.die_with_parent`, which says
+  why SIGKILL and why the parent check). The death signal is tied to the
+  parent *thread* that started the worker: here the thread running
+  :func:`run_local`, which holds the pool open until every worker has ended,
+  so it fires only when the parent process dies;
 - end on SIGTERM and SIGINT, idle or busy: a forked worker inherits the
   parent's Python signal handlers (the CLI's stop flag, which is for the
   parent's chunk loop), so the initialiser puts the default actions back;
@@ -16,30 +20,22 @@ Worker processes (see :func:`init_worker`):
 """
 from __future__ import annotations
 
-import ctypes
-import logging
 import multiprocessing
 import os
 import signal
 import sys
-import threading
-import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 
+from deblendkit._process import die_with_parent
 from deblendkit.config import SimConfig
 from deblendkit.generation.chunk_store import ChunkInfo, ChunkStore, chunk_failure, simulate_to_store
 
-__all__ = ["THREADED_MODULES", "start_method", "init_worker", "die_with_parent", "run_local"]
-
-log = logging.getLogger(__name__)
+__all__ = ["THREADED_MODULES", "start_method", "init_worker", "run_local"]
 
 THREADED_MODULES = ("torch", "jax")
 """Modules that start threads when imported: with one of them loaded the pool does not fork."""
-
-_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
-_WATCHDOG_PERIOD_S = 1.0
 
 
 def start_method(modules: Sequence[str] | None = None) -> str:
@@ -51,49 +47,13 @@ def start_method(modules: Sequence[str] | None = None) -> str:
 
     ``spawn`` rather than ``forkserver``: a spawned worker is a child of this
     process, so its parent-death signal and the parent check of
-    :func:`die_with_parent` are about this process; a forkserver's workers are
-    children of the server.
+    :func:`deblendkit._process.die_with_parent` are about this process; a
+    forkserver's workers are children of the server.
     """
     loaded = sys.modules if modules is None else modules
     if any(name in loaded for name in THREADED_MODULES):
         return "spawn"
     return "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-
-
-def die_with_parent(parent_pid: int) -> str:
-    """Make this process end when ``parent_pid``, its parent, ends; return how (``"prctl"`` or ``"watchdog"``).
-
-    On Linux the kernel sends SIGKILL to this process when its parent dies
-    (``prctl(PR_SET_PDEATHSIG, SIGKILL)``). SIGKILL rather than SIGTERM: it
-    cannot be caught or ignored by any library the worker runs, and nothing is
-    lost by it (a chunk file appears whole, by a rename, or not at all; the
-    next run removes the temporary file). The death signal is tied to the
-    parent *thread* that started this process: the pool's workers are started
-    by the thread running :func:`run_local`, which holds the pool open until
-    every worker has ended, so it fires only when the parent process dies.
-    The parent may have died before the request was made (then it is never
-    sent), so this checks afterwards that its parent is still ``parent_pid``
-    and exits at once if not. Elsewhere a daemon thread polls the parent's
-    process id every second.
-    """
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        ok = sys.platform.startswith("linux") and libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) == 0
-    except (OSError, AttributeError):  # pragma: no cover - no libc or no prctl
-        ok = False
-    if os.getppid() != parent_pid:  # the parent is already gone: we were re-parented
-        os._exit(1)
-    if ok:
-        return "prctl"
-    threading.Thread(target=_watch_parent, args=(parent_pid,), name="deblendkit-parent-watchdog",
-                     daemon=True).start()  # pragma: no cover - not Linux
-    return "watchdog"  # pragma: no cover - not Linux
-
-
-def _watch_parent(parent_pid: int) -> None:  # pragma: no cover - not Linux
-    while os.getppid() == parent_pid:
-        time.sleep(_WATCHDOG_PERIOD_S)
-    os._exit(1)
 
 
 def init_worker(parent_pid: int) -> None:

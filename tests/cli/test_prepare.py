@@ -13,9 +13,9 @@ import h5py
 import numpy as np
 import pytest
 
+from deblendkit.cli.prepare_data import SPLIT_FILES, main
 from deblendkit.config import SimConfig
 from deblendkit.storage.files import read_dataset
-from deblendkit.cli.prepare_data import SPLIT_FILES, main
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "prepare_data.py"

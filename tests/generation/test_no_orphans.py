@@ -176,7 +176,7 @@ def test_a_busy_worker_ends_on_the_signal(cli_handlers, tmp_path, signum):
 
 def test_a_worker_whose_parent_is_already_gone_exits(tmp_path):
     """die_with_parent checks the parent after asking for the death signal (it is not sent for a dead parent)."""
-    code = ("import os, sys; from deblendkit.generation.local_pool import die_with_parent; "
+    code = ("import os, sys; from deblendkit._process import die_with_parent; "
             "die_with_parent(os.getppid() + 1_000_000); print('survived')")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 1 and "survived" not in done.stdout
