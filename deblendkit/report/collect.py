@@ -100,11 +100,13 @@ class FoldResult:
 
     @property
     def galaxy_table_path(self) -> Path | None:
+        """The fold's per-galaxy test table (:data:`GALAXY_TABLE_FILE`), None if absent."""
         p = self.path / GALAXY_TABLE_FILE
         return p if p.is_file() else None
 
     @property
     def gallery_path(self) -> Path | None:
+        """The fold's gallery (:data:`GALLERY_FILE`), None if absent."""
         p = self.path / GALLERY_FILE
         return p if p.is_file() else None
 

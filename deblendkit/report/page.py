@@ -125,7 +125,8 @@ def _header(names: Sequence[str], directions: dict[str, bool]) -> str:
                                             ("status", "status", False, False),
                                             ("data_file", "data", False, False), ("n_folds", "folds", True, True)):
         cls = "" if numeric else "text"
-        h1.append(_th(col, label, numeric=numeric, first_desc=first_desc, cls=cls).replace("<th ", '<th rowspan="2" ', 1))
+        th = _th(col, label, numeric=numeric, first_desc=first_desc, cls=cls)
+        h1.append(th.replace("<th ", '<th rowspan="2" ', 1))
     h2 = []
     for s in names:
         lower = directions.get(s)

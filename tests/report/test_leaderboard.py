@@ -176,8 +176,8 @@ def test_markdown_and_files(subs, tmp_path):
 
 
 def test_cli(subs, tmp_path, capsys):
-    assert cli_leaderboard.main(["--submissions", str(subs), "--data", str(tmp_path / "nodata"), "--out", str(tmp_path / "o"),
-                   "--no-images"]) == 0
+    assert cli_leaderboard.main(["--submissions", str(subs), "--data", str(tmp_path / "nodata"),
+                                 "--out", str(tmp_path / "o"), "--no-images"]) == 0
     assert (tmp_path / "o" / "index.html").is_file()
     assert "leaderboard: " in capsys.readouterr().out
     assert cli_leaderboard.main(["--submissions", str(tmp_path / "missing"), "--out", str(tmp_path / "o2")]) == 2

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from deblendkit.report import plots as P
 from deblendkit.errors import ConfigError
+from deblendkit.report import plots as P
 from deblendkit.report.results import Gallery
 
 BANDS = ("u", "g", "r", "i", "z", "y")

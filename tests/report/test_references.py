@@ -17,9 +17,9 @@ import pytest
 from deblendkit import report
 from deblendkit.cli import leaderboard as cli_leaderboard
 from deblendkit.errors import ConfigError, DataFileError
-from deblendkit.scoring import ReferenceResult, ReferenceScores
 from deblendkit.ramp.score_types import make_score_types
 from deblendkit.report import references as refs_module
+from deblendkit.scoring import ReferenceResult, ReferenceScores
 from tests.report.test_leaderboard import subs  # noqa: F401  (the fixture of hand-made results)
 
 # The figures measured in #19 on 200 default test blends (deblend), and made-up flux scatters.
@@ -143,8 +143,9 @@ def test_the_page_and_tables_show_the_references_marked(subs, tmp_path, monkeypa
     assert page.count('<tr class="status-') == 4 and page.count('<tr class="reference"') == 3
     assert "not ranked" in page
     md = paths["md"].read_text().splitlines()
-    assert md[-3].startswith("| ref | known morphology | reference (true shapes, fluxes fitted per band to the "
-                             "noisy blend: near the noise limit; 50 blends) | test.h5 |  |  | 0.9720 | 0.9720 | 0.0300 |")
+    assert md[-3].startswith("| ref | known morphology | reference (true shapes, fluxes fitted per band to "
+                             "the noisy blend: near the noise limit; 50 blends) | test.h5 |  |  | 0.9720 | 0.9720 "
+                             "| 0.0300 |")
     assert [line.split(" | ")[1] for line in md[-3:]] == ["known morphology", "oracle apportioning", "zeros"]
     csv = pd.read_csv(paths["csv"])
     assert list(csv["status"][-3:]) == ["reference"] * 3 and csv["rank"][-3:].isna().all()
