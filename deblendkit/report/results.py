@@ -6,41 +6,27 @@ The files are written by :func:`deblendkit.scoring.results_files.write_results`
 (:func:`read_galaxy_table`, :func:`read_gallery`, :func:`read_results_meta`)
 and re-exports the names of the writing side.
 
-rampwf saves, for every CV fold, the fold's predictions through
-``problem.save_y_pred(y_pred, data_path, output_path, suffix)`` (``suffix``
-``"train"`` then ``"test"``; ``output_path`` is
-``submissions/<name>/training_output/fold_<i>``; ``data_path`` is the kit
-directory that holds ``data/``). The predictions are 5-D arrays of about
-``n x 6 x 6 x 48 x 48`` floats (130 MB for 400 test blends, per fold), too big
-to keep for a leaderboard. ``save_y_pred`` keeps what the leaderboard shows
-instead, for the ``"test"`` predictions only:
+The files, one set per fold of ``ramp-test --save-output``, for the test
+predictions only:
 
 ``galaxies_test.csv.gz`` (:data:`GALAXY_TABLE_FILE`)
     One row per test galaxy: every metric of
-    :func:`deblendkit.scoring.metrics.galaxy_table` joined with the test truth table
+    :func:`deblendkit.scoring.table.galaxy_table` joined with the test truth table
     (blendedness, magnitudes, sizes, ...), gzip-compressed CSV.
 ``gallery_test.npz`` (:data:`GALLERY_FILE`)
     A few test blends (:func:`gallery_indices`, the same for every submission:
     they depend on the truth only), with the blend, true and predicted isolated
-    images in the three bands of the colour composites (:func:`rgb_bands`; about
-    1.5 MB for 6 blends of 48 x 48 pixels and 6 slots), centres and per-galaxy scores.
+    images in the three bands of the colour composites (:func:`rgb_bands`),
+    centres and per-galaxy scores (:class:`Gallery`).
 ``results.json`` (:data:`RESULTS_FILE`)
     What was scored: the data file (name, split, seed, creation time), the
     number of test blends and galaxies, quick-test mode, the kit version.
 
-Nothing is saved for ``"train"``: those predictions cover only the fold's
-validation blends and a training subsample (NaN elsewhere, see
-:mod:`deblendkit.ramp.workflow`), and rampwf's own ``scores.csv`` already holds
-their scores. Together with rampwf's ``scores.csv``, ``state.txt``,
-``train_time`` / ``valid_time`` / ``test_time`` per fold and
-``bagged_scores.csv`` these files are what :mod:`deblendkit.report.leaderboard` reads.
-
-Tools that read the prediction arrays back need them on disk: ramp-board's
-``ramp-database`` (``set_predictions`` loads ``fold_<i>/y_pred_train.npz`` and
-``y_pred_test.npz``) and ``ramp-blend`` (rampwf's ``load_y_pred``). Set the
-environment variable ``DEBLEND_SAVE_Y_PRED=1`` (:data:`SAVE_ARRAYS_ENV`) to
-also write them, exactly as rampwf would without this hook
-(``y_pred_<suffix>.npz``, key ``y_pred``).
+Together with rampwf's ``scores.csv``, ``state.txt``, ``train_time`` /
+``valid_time`` / ``test_time`` per fold and ``bagged_scores.csv`` these files
+are what :mod:`deblendkit.report.leaderboard` reads. Why not the prediction
+arrays, and how to get them too (``DEBLEND_SAVE_Y_PRED=1``): see
+:mod:`deblendkit.ramp.save_output`.
 """
 from __future__ import annotations
 
