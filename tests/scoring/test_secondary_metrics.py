@@ -50,6 +50,7 @@ def test_perfect_prediction():
     np.testing.assert_array_equal(table["de"], 0.0)
     np.testing.assert_allclose(table["ssim"], 1.0, rtol=1e-12)
     assert s["flux_scatter_r"] == 0 and s["flux_catastrophic_r"] == 0 and s["colour_catastrophic_g_r"] == 0
+    assert s["flux_mape_r"] == 0 and s["colour_scatter_g_r"] == 0 and s["cosine"] == pytest.approx(1.0)
     assert s["de_median"] == 0 and s["moment_failures"] == 0
     assert s["shear_m"] == pytest.approx(0.0, abs=1e-12) and s["shear_c"] == pytest.approx(0.0, abs=1e-12)
 
@@ -61,11 +62,13 @@ def test_all_zero_prediction():
     y = galaxies()
     table, s = table_and_summary(y, np.zeros_like(y))
     np.testing.assert_array_equal(table["flux_err_r"], -1.0)  # dF/F = (0 - F) / F
-    assert s["flux_catastrophic_r"] == 1.0 and s["flux_bias_r"] == -1.0
+    assert s["flux_catastrophic_r"] == 1.0 and s["flux_bias_r"] == -1.0 and s["flux_mape_r"] == 100.0
+    assert s["flux_scatter_r"] == 0.0  # every galaxy off by the same -1
     assert table["colour_err_g_r"].isna().all() and s["colour_catastrophic_g_r"] == 1.0  # undefined colour
     np.testing.assert_array_equal(table["cosine"], 0.0)
     np.testing.assert_array_equal(table["de"], MOMENT_FAILURE_DE)  # moments fail on an empty image
     assert s["moment_failures"] == len(table)
+    assert math.isnan(s["shear_m"]) and math.isnan(s["shear_c"])  # no predicted shape to fit
     # SSIM on the footprint: at most C1 / (0.05^2 + C1) per pixel, ~0 in practice
     bound = 0.01**2 / (SSIM_FOOTPRINT**2 + 0.01**2)
     assert bound == pytest.approx(0.0385, abs=1e-4)
@@ -89,6 +92,8 @@ def test_scaled_prediction(a):
     np.testing.assert_allclose(table["flux_err_r"], a - 1.0, rtol=1e-6)
     assert s["flux_bias_r"] == pytest.approx(a - 1.0, rel=1e-6)
     assert s["flux_catastrophic_r"] == float(abs(a - 1.0) > 0.2)
+    assert s["flux_mape_r"] == pytest.approx(100.0 * abs(a - 1.0), rel=1e-5)
+    assert s["flux_scatter_r"] == pytest.approx(0.0, abs=1e-6)
     np.testing.assert_allclose(table["colour_err_g_r"], 0.0, atol=1e-6)
     np.testing.assert_allclose(table["cosine"], 1.0, rtol=1e-6)
     np.testing.assert_allclose(table["de"], 0.0, atol=1e-6)
