@@ -1,0 +1,30 @@
+"""Every blind baseline passes ``ramp-test --quick-test`` from ``blind/`` on the kit's mini data."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BLIND = ROOT / "blind"
+NAMES = sorted(p.name for p in (BLIND / "submissions").iterdir() if (p / "detector.py").exists())
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (ROOT / "data" / "train_mini.h5").exists(), reason="data/*_mini.h5 not made")
+@pytest.mark.parametrize("name", NAMES)
+def test_ramp_test_quick(name):
+    run = subprocess.run(
+        [str(Path(sys.executable).with_name("ramp-test")), "--submission", name, "--quick-test",
+         "--ramp-kit-dir", str(BLIND), "--ramp-data-dir", str(BLIND)],
+        capture_output=True, text=True, timeout=900, cwd=BLIND, env={**os.environ, "NO_COLOR": "1"},
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "Bagged scores" in run.stdout and "unrecognised" in run.stdout
+
+
+def test_every_baseline_is_collected():
+    assert {"sep_detect", "sep_forward"} <= set(NAMES)
