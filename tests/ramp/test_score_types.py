@@ -22,6 +22,7 @@ from deblendkit.ramp.score_types import (
     make_score_types,
 )
 from deblendkit.scoring import shapes
+from deblendkit.scoring.references import headline_scores
 from deblendkit.scoring.table import galaxy_table, summarize
 
 LSST = ("u", "g", "r", "i", "z", "y")
@@ -90,6 +91,16 @@ def test_values_match_metrics(blends):
     assert EllipticityResidual(LSST)(y, p) == pytest.approx(s["de_median"], rel=1e-12)
     assert SSIM(LSST)(y, p) == pytest.approx(s["ssim"], rel=1e-12)
     assert 0.0 < s["deblend"] < 1.0  # a real, imperfect case
+
+
+def test_reference_rows_use_the_score_types_names_and_values(blends):
+    """deblendkit.scoring.references.headline_scores: the same names, order and values as the score types."""
+    y, p = blends
+    headline = headline_scores(summarize(galaxy_table(y, p, bands=LSST), bands=LSST))
+    types = make_score_types(LSST)
+    assert list(headline) == [t.name for t in types]
+    for t in types:
+        assert headline[t.name] == pytest.approx(t(y, p), rel=1e-12), t.name
 
 
 def test_score_types_compute_only_what_they_need(blends, monkeypatch):

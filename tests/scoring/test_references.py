@@ -1,6 +1,8 @@
 """Reference predictions and their scores (deblendkit.scoring.references, deblend-score --references)."""
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -122,3 +124,11 @@ def test_cli_references(files, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["--submission", "starting_kit"])  # --data is required with --submission
     assert "--data is required with --submission" in capsys.readouterr().err
+
+
+def test_python_dash_m_runs_the_command(files):
+    out = subprocess.run([sys.executable, "-m", "deblendkit.cli.score", "--references", str(files / "noisy.h5"),
+                          "--max-blends", "3", "--metrics", "deblend,flux"], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "known morphology" in out.stdout and "flux_scatter_r" in out.stdout
