@@ -6,8 +6,13 @@ Thin on purpose: everything lives in ``deblendkit/ramp/blind_*.py`` and
 ``blind/data``, a link to the kit's ``data/``; see README.md).
 """
 import os
+import sys
 
-from deblendkit.ramp import blind_problem as _blind
+try:
+    from deblendkit.ramp import blind_problem as _blind
+except ModuleNotFoundError:  # a fresh clone without `pip install -e .`: the package is one folder up
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from deblendkit.ramp import blind_problem as _blind
 from deblendkit.ramp.blind_prediction import make_blind_predictions_type
 from deblendkit.ramp.blind_score_types import make_blind_score_types
 from deblendkit.ramp.blind_workflow import BlindWorkflow
