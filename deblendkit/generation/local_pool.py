@@ -20,12 +20,14 @@ Worker processes (see :func:`init_worker`):
 """
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import signal
 import sys
-from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import InvalidStateError, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 
 from deblendkit._process import die_with_parent
@@ -63,6 +65,32 @@ def init_worker(parent_pid: int) -> None:
     die_with_parent(parent_pid)
 
 
+@contextlib.contextmanager
+def _ignore_cancelled_future_race() -> Iterator[None]:
+    """Silence CPython's gh-107219 (fixed in 3.12) while a pool runs.
+
+    When the pool breaks (its workers ended by the signal that also stopped
+    this process) after futures were cancelled, the pool's manager thread
+    tries to fail those cancelled futures too, and prints that thread's
+    ``InvalidStateError`` traceback. Only that error from that thread is
+    dropped; the hook is restored afterwards.
+    """
+    if sys.version_info >= (3, 12):
+        yield
+        return
+    previous = threading.excepthook
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        if not (args.exc_type is InvalidStateError and type(args.thread).__name__ == "_ExecutorManagerThread"):
+            previous(args)
+
+    threading.excepthook = hook
+    try:
+        yield
+    finally:
+        threading.excepthook = previous
+
+
 def run_local(store: ChunkStore, config: SimConfig, *, seed: int, split: str,
               bounds: Sequence[tuple[int, int]], n_jobs: int,
               finish: Callable[[ChunkInfo], None]) -> None:
@@ -81,8 +109,8 @@ def run_local(store: ChunkStore, config: SimConfig, *, seed: int, split: str,
         return
     n_done = 0
     context = multiprocessing.get_context(start_method())
-    with ProcessPoolExecutor(max_workers=int(n_jobs), mp_context=context, initializer=init_worker,
-                             initargs=(os.getpid(),)) as pool:
+    with _ignore_cancelled_future_race(), ProcessPoolExecutor(
+            max_workers=int(n_jobs), mp_context=context, initializer=init_worker, initargs=(os.getpid(),)) as pool:
         futures = {pool.submit(simulate_to_store, store, config, seed, split, a, b): (a, b)
                    for a, b in bounds}
         try:

@@ -211,3 +211,30 @@ def test_spawned_workers_give_the_same_bytes_as_forked_ones(tmp_path, monkeypatc
                              chunk_size=2, progress=False)
         assert out.how == "2 local processes"
     assert sha256(paths["fork"]) == sha256(paths["spawn"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_to_the_whole_process_group_is_a_clean_interrupt(tmp_path, signum):
+    """Ctrl-C (or a batch system's SIGTERM) reaches the pool workers too: they end, and the run
+    reports an interrupt (exit 130), not a failed worker."""
+    cfg = tmp_path / "small.json"
+    cfg.write_text(SimConfig(**SMALL).to_json())
+    out = tmp_path / "d"
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "prepare_data.py"), "--config", str(cfg), "--n-train", "400", "--splits", "train",
+         "--chunk-size", "2", "--n-jobs", "2", "--quiet", "--output-dir", str(out)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not list((out / "_chunks" / "train").glob("*.sha256")):
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.01)
+    children = psutil.Process(proc.pid).children(recursive=True)
+    os.killpg(proc.pid, signum)
+    _, err = proc.communicate(timeout=60)
+    left, _ = _wait_gone(children, EXIT_WITHIN_S)
+    for p in left:
+        p.kill()
+    assert proc.returncode == 130, err
+    assert err.startswith("prepare_data.py: interrupted; no partial .h5 file was left") and err.count("\n") == 1
+    assert not left and not list(out.glob("*.h5"))
