@@ -19,6 +19,7 @@ from deblendkit.scoring.references import (
     REFERENCES,
     ReferenceResult,
     ReferenceScores,
+    headline_scores,
     reference_predictions,
     reference_scores,
 )
@@ -47,6 +48,7 @@ __all__ = [
     "fit_shear_bias",
     "galaxy_table",
     "galaxy_table_batch",
+    "headline_scores",
     "iter_batch_tables",
     "reference_predictions",
     "reference_scores",
