@@ -90,7 +90,7 @@ def main() -> None:
     config = SimConfig()
     print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} (1 min) before the run; "
           f"{args.n_blends} blends of {config.stamp_size}x{config.stamp_size} px, "
-          f"{len(config.band_names)} bands, K={config.max_galaxies}, chunks of {args.chunk_size}")
+          f"{len(config.simulated_bands)} bands, K={config.max_galaxies}, chunks of {args.chunk_size}")
     with tempfile.TemporaryDirectory() as d:
         results = [run(config, n_workers=w, n_blends=args.n_blends, chunk_size=args.chunk_size, directory=d)
                    for w in (1, 2)]

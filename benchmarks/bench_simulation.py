@@ -33,8 +33,8 @@ import numpy as np
 
 from deblendkit.config import SimConfig
 from deblendkit.generation import generate_split
-from deblendkit.sim.render import component_profiles
 from deblendkit.sim.blend_mode import scene_parameters
+from deblendkit.sim.render import component_profiles
 from deblendkit.sim.seds import colour_table
 
 
@@ -71,7 +71,7 @@ def main() -> None:
     ap.add_argument("--profile", action="store_true", help="print where the pipeline's time goes")
     args = ap.parse_args()
     config = SimConfig()
-    colour_table(config.survey, config.band_names, config.ref_band)  # warm caches
+    colour_table(config.survey, config.simulated_bands, config.magnitude_band)  # warm caches
     scene_parameters(config, seed=args.seed, split="train", index=0)
     n = args.n_blends
     rounds = []
@@ -95,7 +95,7 @@ def main() -> None:
     t_ref, t1, t2 = (np.median([x[i] for x in rounds]) for i in range(3))
     r1 = [x[0] / x[1] for x in rounds]
     r2 = [x[1] / x[2] for x in rounds]
-    print(f"{n} blends ({ngal / n:.2f} galaxies/blend, {len(config.band_names)} bands, "
+    print(f"{n} blends ({ngal / n:.2f} galaxies/blend, {len(config.simulated_bands)} bands, "
           f"{config.stamp_size}x{config.stamp_size} pixels), cores: {os.cpu_count()}, rounds: {args.rounds}")
     print(f"bare GalSim reference (drawImage per galaxy and band, no noise/I/O): {n / t_ref:7.1f} blends/s")
     print(f"full pipeline, n_jobs=1 (render+noise+truth+HDF5):                {n / t1:7.1f} blends/s")

@@ -35,6 +35,7 @@ import tomllib
 from dataclasses import dataclass
 from typing import Any
 
+from deblendkit._surveys import Survey, available_surveys, get_survey
 from deblendkit.errors import ConfigError
 
 __all__ = ["SimConfig", "load_config"]
@@ -45,15 +46,30 @@ MODES = ("blend", "field")
 
 
 def _positive(name: str, value: Any, *, integer: bool = False, allow_zero: bool = False) -> None:
+    """ConfigError unless ``value`` is an integer (or finite number) > 0 (>= 0 with ``allow_zero``).
+
+    Not :mod:`deblendkit._checks`: its one message per check would change these two.
+    """
     kind = int if integer else (int, float)
+    bound = ">= 0" if allow_zero else "> 0"
     if isinstance(value, bool) or not isinstance(value, kind) or (
         not integer and not math.isfinite(value)
     ):
         what = "an integer" if integer else "a finite number"
-        raise ConfigError(f"{name} must be {what}, got {value!r}")
+        raise ConfigError(f"{name} must be {what}, got {value!r}", value=value, allowed=f"{what} {bound}")
     if value < 0 or (value == 0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ConfigError(f"{name} must be {bound}, got {value!r}")
+        raise ConfigError(f"{name} must be {bound}, got {value!r}", value=value, allowed=bound)
+
+
+def _finite(name: str, value: Any) -> None:
+    """ConfigError unless ``value`` is a finite int or float (``bool`` refused).
+
+    Not :func:`deblendkit._checks.finite_number`: it takes any ``numbers.Real`` (a
+    ``numpy.float32`` too, which the config's JSON could not hold).
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(f"{name} must be a finite number, got {value!r}", value=value,
+                          allowed="a finite number")
 
 
 def _interval(name: str, value: Any, lo: float, hi: float) -> None:
@@ -62,10 +78,12 @@ def _interval(name: str, value: Any, lo: float, hi: float) -> None:
         or len(value) != 2
         or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
     ):
-        raise ConfigError(f"{name} must be a pair (low, high) of numbers, got {value!r}")
+        raise ConfigError(f"{name} must be a pair (low, high) of numbers, got {value!r}", value=value,
+                          allowed=f"{lo} <= low <= high <= {hi}")
     a, b = value
     if not (lo <= a <= b <= hi) or not (math.isfinite(a) and math.isfinite(b)):
-        raise ConfigError(f"{name} must satisfy {lo} <= low <= high <= {hi}, got {tuple(value)!r}")
+        raise ConfigError(f"{name} must satisfy {lo} <= low <= high <= {hi}, got {tuple(value)!r}",
+                          value=tuple(value), allowed=f"{lo} <= low <= high <= {hi}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -211,106 +229,147 @@ class SimConfig:
     fft_size: int | None = None
 
     def __post_init__(self) -> None:
-        from deblendkit.sim.survey import get_survey
+        self._check_survey()
+        self._check_sizes()
+        self._check_numbers()
+        self._check_choices()
+        self._check_population()
+        self._check_fft_size()
+        self._check_field()
+        self._check_catalog()
 
+    def _check_survey(self) -> Survey:
+        """Validate ``survey``, ``bands`` (made a tuple) and ``reference_band``."""
         survey = get_survey(self.survey) if isinstance(self.survey, str) else None
         if survey is None:
-            raise ConfigError(f"survey must be a survey name (str), got {self.survey!r}")
+            raise ConfigError(f"survey must be a survey name (str), got {self.survey!r}", value=self.survey,
+                              allowed=tuple(available_surveys()))
         if self.bands is not None:
             if not isinstance(self.bands, (tuple, list)) or not all(isinstance(b, str) for b in self.bands):
-                raise ConfigError(f"bands must be a list of band names, got {self.bands!r}")
+                raise ConfigError(f"bands must be a list of band names, got {self.bands!r}", value=self.bands,
+                                  allowed=survey.band_names)
             object.__setattr__(self, "bands", tuple(self.bands))
             if len(self.bands) == 0:
-                raise ConfigError("bands must name at least one band, got []")
+                raise ConfigError("bands must name at least one band, got []", value=self.bands,
+                                  allowed=survey.band_names)
             for b in self.bands:
                 survey.band(b)
             if len(set(self.bands)) != len(self.bands):
-                raise ConfigError(f"bands must not repeat, got {list(self.bands)}")
+                raise ConfigError(f"bands must not repeat, got {list(self.bands)}", value=self.bands,
+                                  allowed=survey.band_names)
         if self.reference_band is not None:
             survey.band(self.reference_band)
+        return survey
+
+    def _check_sizes(self) -> None:
+        """Validate the integer sizes: stamp, PSF, galaxy counts, edge margin."""
         for name in ("stamp_size", "psf_size", "min_galaxies", "max_galaxies"):
             _positive(name, getattr(self, name), integer=True)
         _positive("edge_margin", self.edge_margin, integer=True, allow_zero=True)
         for name, hi in (("stamp_size", 1024), ("psf_size", 255), ("max_galaxies", 64)):
             if getattr(self, name) > hi:
-                raise ConfigError(f"{name} must be <= {hi}, got {getattr(self, name)!r}")
+                raise ConfigError(f"{name} must be <= {hi}, got {getattr(self, name)!r}",
+                                  value=getattr(self, name), allowed=f"<= {hi}")
         if self.max_galaxies < 2:
-            raise ConfigError(f"max_galaxies must be >= 2 (a blend has 2 or more galaxies), got {self.max_galaxies}")
+            raise ConfigError(f"max_galaxies must be >= 2 (a blend has 2 or more galaxies), got {self.max_galaxies}",
+                              value=self.max_galaxies, allowed=">= 2")
         if self.min_galaxies < 1 or self.min_galaxies > self.max_galaxies:
             raise ConfigError(
-                f"min_galaxies must be in [1, max_galaxies={self.max_galaxies}], got {self.min_galaxies}"
+                f"min_galaxies must be in [1, max_galaxies={self.max_galaxies}], got {self.min_galaxies}",
+                value=self.min_galaxies, allowed=(1, self.max_galaxies),
             )
         if self.psf_size % 2 == 0:
-            raise ConfigError(f"psf_size must be odd (PSF centred on a pixel), got {self.psf_size}")
+            raise ConfigError(f"psf_size must be odd (PSF centred on a pixel), got {self.psf_size}",
+                              value=self.psf_size, allowed="an odd integer")
         if self.stamp_size < 16:
-            raise ConfigError(f"stamp_size must be >= 16 pixels, got {self.stamp_size}")
+            raise ConfigError(f"stamp_size must be >= 16 pixels, got {self.stamp_size}", value=self.stamp_size,
+                              allowed=">= 16")
         if self.psf_size > self.stamp_size:
             raise ConfigError(
                 f"stamp_size ({self.stamp_size} pixels) is smaller than the PSF image "
-                f"(psf_size={self.psf_size}); use stamp_size >= psf_size"
+                f"(psf_size={self.psf_size}); use stamp_size >= psf_size",
+                value=self.stamp_size, allowed=f">= psf_size={self.psf_size}",
             )
         if 2 * self.edge_margin >= self.stamp_size - 2:
             raise ConfigError(
                 f"edge_margin={self.edge_margin} leaves no room in a {self.stamp_size}-pixel stamp; "
-                f"use edge_margin < {(self.stamp_size - 2) // 2}"
+                f"use edge_margin < {(self.stamp_size - 2) // 2}",
+                value=self.edge_margin, allowed=f"< {(self.stamp_size - 2) // 2}",
             )
+
+    def _check_numbers(self) -> None:
+        """Validate the real-valued options with a sign or a range (depth, PSF, scatters)."""
         for name in ("exposure_fraction", "moffat_beta", "max_redshift"):
             _positive(name, getattr(self, name))
         for name in ("seeing_scatter", "size_scatter", "ellipticity_sigma", "min_separation"):
             _positive(name, getattr(self, name), allow_zero=True)
         _positive("count_slope", self.count_slope, allow_zero=True)
         for name in ("disk_size_zero", "disk_size_slope", "disk_size_pivot"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise ConfigError(f"{name} must be a finite number, got {v!r}")
+            _finite(name, getattr(self, name))
         if self.moffat_beta <= 1.1 and self.psf_model == "moffat":
-            raise ConfigError(f"moffat_beta must be > 1.1, got {self.moffat_beta}")
+            raise ConfigError(f"moffat_beta must be > 1.1, got {self.moffat_beta}", value=self.moffat_beta,
+                              allowed="> 1.1")
         # Upper bounds: beyond them the physics is meaningless and GalSim's FFTs explode.
         for name, hi in (("exposure_fraction", 1e3), ("moffat_beta", 100.0), ("seeing_scatter", 0.5),
                          ("size_scatter", 2.0), ("ellipticity_sigma", 10.0), ("max_redshift", 10.0)):
             if getattr(self, name) > hi:
-                raise ConfigError(f"{name} must be <= {hi:g}, got {getattr(self, name)!r}")
+                raise ConfigError(f"{name} must be <= {hi:g}, got {getattr(self, name)!r}",
+                                  value=getattr(self, name), allowed=f"<= {hi:g}")
         if self.exposure_fraction < 1e-4:
-            raise ConfigError(f"exposure_fraction must be >= 1e-4, got {self.exposure_fraction!r}")
-        if self.psf_model not in PSF_MODELS:
-            raise ConfigError(f"psf_model must be one of {list(PSF_MODELS)}, got {self.psf_model!r}")
-        if self.noise not in NOISE_MODELS:
-            raise ConfigError(f"noise must be one of {list(NOISE_MODELS)}, got {self.noise!r}")
-        if self.mode not in MODES:
-            raise ConfigError(f"mode must be one of {list(MODES)}, got {self.mode!r}")
+            raise ConfigError(f"exposure_fraction must be >= 1e-4, got {self.exposure_fraction!r}",
+                              value=self.exposure_fraction, allowed=">= 1e-4")
+
+    def _check_choices(self) -> None:
+        """Validate the options naming a model or mode."""
+        for name, allowed in (("psf_model", PSF_MODELS), ("noise", NOISE_MODELS), ("mode", MODES)):
+            value = getattr(self, name)
+            if value not in allowed:
+                raise ConfigError(f"{name} must be one of {list(allowed)}, got {value!r}", value=value,
+                                  allowed=allowed)
+
+    def _check_population(self) -> None:
+        """Validate the intervals (made float tuples) and the population fractions."""
         _interval("separation_range", self.separation_range, 0.0, 100.0)
         _interval("mag_range", self.mag_range, 10.0, 35.0)
         _interval("hlr_range", self.hlr_range, 1e-3, 5.0)
         if self.hlr_range[0] <= 0:
-            raise ConfigError(f"hlr_range must be > 0 arcsec, got {self.hlr_range}")
+            raise ConfigError(f"hlr_range must be > 0 arcsec, got {self.hlr_range}", value=self.hlr_range,
+                              allowed="> 0 arcsec")
         _interval("bulge_size_ratio", self.bulge_size_ratio, 0.01, 10.0)
         for name in ("separation_range", "mag_range", "hlr_range", "bulge_size_ratio"):
             # + 0.0 turns -0.0 into 0.0 (numpy refuses uniform(0.0, -0.0))
             object.__setattr__(self, name, tuple(float(v) + 0.0 for v in getattr(self, name)))
         for name in ("bulge_dominated_fraction", "ellipticity_max"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise ConfigError(f"{name} must be a finite number, got {v!r}")
+            _finite(name, getattr(self, name))
         if not (0.0 <= self.bulge_dominated_fraction <= 1.0):
             raise ConfigError(
-                f"bulge_dominated_fraction must be in [0, 1], got {self.bulge_dominated_fraction!r}"
+                f"bulge_dominated_fraction must be in [0, 1], got {self.bulge_dominated_fraction!r}",
+                value=self.bulge_dominated_fraction, allowed=(0.0, 1.0),
             )
         if not (0.0 < self.ellipticity_max < 1.0):
-            raise ConfigError(f"ellipticity_max must be in (0, 1), got {self.ellipticity_max!r}")
+            raise ConfigError(f"ellipticity_max must be in (0, 1), got {self.ellipticity_max!r}",
+                              value=self.ellipticity_max, allowed="(0, 1)")
+
+    def _check_fft_size(self) -> None:
         if self.fft_size is not None:
             _positive("fft_size", self.fft_size, integer=True)
             if self.fft_size > 8192:
-                raise ConfigError(f"fft_size must be <= 8192, got {self.fft_size!r}")
+                raise ConfigError(f"fft_size must be <= 8192, got {self.fft_size!r}", value=self.fft_size,
+                                  allowed=f"[stamp_size={self.stamp_size}, 8192]")
             if self.fft_size < self.stamp_size:
                 raise ConfigError(
-                    f"fft_size must be >= stamp_size={self.stamp_size}, got {self.fft_size}"
+                    f"fft_size must be >= stamp_size={self.stamp_size}, got {self.fft_size}",
+                    value=self.fft_size, allowed=f"[stamp_size={self.stamp_size}, 8192]",
                 )
-        self._check_field()
+
+    def _check_catalog(self) -> None:
         if self.catalog is not None:
             if not isinstance(self.catalog, str):
-                raise ConfigError(f"catalog must be a file path, got {self.catalog!r}")
+                raise ConfigError(f"catalog must be a file path, got {self.catalog!r}", value=self.catalog,
+                                  allowed="a file path (str)")
             if not os.path.isfile(self.catalog):
-                raise ConfigError(f"catalog file {self.catalog!r} does not exist")
+                raise ConfigError(f"catalog file {self.catalog!r} does not exist", value=self.catalog,
+                                  allowed="an existing file")
 
     def _check_field(self) -> None:
         """Validate the ``field_*`` options (checked in every mode)."""
@@ -321,54 +380,54 @@ class SimConfig:
         for name in ("field_bright_limit", "field_faint_limit", "label_limit"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not 10.0 <= v <= 35.0:
-                raise ConfigError(f"{name} must be a magnitude in [10, 35], got {v!r}")
+                raise ConfigError(f"{name} must be a magnitude in [10, 35], got {v!r}", value=v,
+                                  allowed=(10.0, 35.0))
         if not self.field_bright_limit < self.label_limit <= self.field_faint_limit:
             raise ConfigError(
                 "field mode needs field_bright_limit < label_limit <= field_faint_limit, got "
-                f"{self.field_bright_limit} / {self.label_limit} / {self.field_faint_limit}"
+                f"{self.field_bright_limit} / {self.label_limit} / {self.field_faint_limit}",
+                value=(self.field_bright_limit, self.label_limit, self.field_faint_limit),
+                allowed="field_bright_limit < label_limit <= field_faint_limit",
             )
         if self.field_min_labelled > self.max_galaxies:
             raise ConfigError(
                 f"field_min_labelled must be in [1, max_galaxies={self.max_galaxies}], "
-                f"got {self.field_min_labelled}"
+                f"got {self.field_min_labelled}",
+                value=self.field_min_labelled, allowed=(1, self.max_galaxies),
             )
         if self.mode == "field":
             if self.count_slope <= 0:
                 raise ConfigError(
                     f"count_slope must be > 0 in field mode (the counts rise with magnitude), "
-                    f"got {self.count_slope}"
+                    f"got {self.count_slope}",
+                    value=self.count_slope, allowed="> 0",
                 )
             if self.catalog is not None:
                 raise ConfigError(
                     "catalog is not supported in field mode (it draws the parametric population "
-                    f"from the number counts); got catalog={self.catalog!r} with mode='field'"
+                    f"from the number counts); got catalog={self.catalog!r} with mode='field'",
+                    value=self.catalog, allowed=(None,),
                 )
 
     # -- derived ---------------------------------------------------------
     @property
-    def survey_obj(self):
-        """The :class:`~deblendkit.sim.survey.Survey`."""
-        from deblendkit.sim.survey import get_survey
-
-        return get_survey(self.survey)
+    def simulated_bands(self) -> tuple[str, ...]:
+        """Bands simulated, in order: ``bands``, or every band of the survey when it is None."""
+        return self.bands if self.bands is not None else get_survey(self.survey).band_names
 
     @property
-    def band_names(self) -> tuple[str, ...]:
-        """Bands simulated, in order."""
-        return self.bands if self.bands is not None else self.survey_obj.band_names
-
-    @property
-    def ref_band(self) -> str:
-        """Band in which magnitudes are drawn."""
+    def magnitude_band(self) -> str:
+        """Band in which magnitudes (and sizes) are drawn: ``reference_band``, or when it is
+        None ``"i"`` if the survey has it, else the survey's reddest band."""
         if self.reference_band is not None:
             return self.reference_band
-        names = self.survey_obj.band_names
+        names = get_survey(self.survey).band_names
         return "i" if "i" in names else names[-1]
 
     @property
     def pixel_scale(self) -> float:
-        """arcsec / pixel."""
-        return self.survey_obj.pixel_scale
+        """arcsec / pixel, the survey's."""
+        return get_survey(self.survey).pixel_scale
 
     # -- serialisation ---------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -9,6 +9,7 @@ import pytest
 
 from deblendkit.config import SimConfig, load_config
 from deblendkit.errors import ConfigError
+from deblendkit.sim.survey import get_survey
 
 SMALL = dict(stamp_size=32, psf_size=15, edge_margin=6)
 
@@ -91,14 +92,67 @@ def test_lists_become_tuples():
     c = SimConfig(bands=["g", "r"], mag_range=[20, 24])
     assert c.bands == ("g", "r")
     assert c.mag_range == (20.0, 24.0)
-    assert c.band_names == ("g", "r")
+    assert c.simulated_bands == ("g", "r")
 
 
 def test_derived_properties():
     c = SimConfig(survey="HSC", reference_band="r")
-    assert c.ref_band == "r"
-    assert SimConfig(survey="Euclid_VIS").ref_band == "IE"  # no i band: the reddest one
-    assert c.pixel_scale == c.survey_obj.pixel_scale
+    assert c.magnitude_band == "r"
+    assert SimConfig(survey="Euclid_VIS").magnitude_band == "IE"  # no i band: the reddest one
+    assert SimConfig().magnitude_band == "i" and SimConfig().reference_band is None
+    assert c.pixel_scale == get_survey(c.survey).pixel_scale
+    assert SimConfig(survey="HSC").simulated_bands == get_survey("HSC").band_names
+    assert c.simulated_bands == get_survey("HSC").band_names and c.bands is None
+
+
+def test_no_derived_twin_of_a_field():
+    """One name per concept: the options, and derived values under names that are not synonyms."""
+    c = SimConfig()
+    for gone in ("survey_obj", "band_names", "ref_band"):
+        assert not hasattr(c, gone), gone
+
+
+@pytest.mark.parametrize(
+    "changes, value, allowed",
+    [
+        (dict(stamp_size=0), 0, "> 0"),
+        (dict(edge_margin=-1), -1, ">= 0"),
+        (dict(psf_size=24), 24, "an odd integer"),
+        (dict(mode="grid"), "grid", ("blend", "field")),
+        (dict(survey="Rubin"), "Rubin", None),
+        (dict(bands=("g", "q")), "q", ("u", "g", "r", "i", "z", "y")),
+        (dict(mag_range=(25.0, 19.0)), (25.0, 19.0), "10.0 <= low <= high <= 35.0"),
+        (dict(field_min_labelled=7), 7, (1, 6)),
+    ],
+)
+def test_config_errors_carry_the_value_and_what_is_allowed(changes, value, allowed):
+    with pytest.raises(ConfigError) as info:
+        SimConfig(**changes)
+    assert info.value.value == value
+    if allowed is None:
+        assert "LSST" in info.value.allowed
+    else:
+        assert info.value.allowed == allowed
+
+
+#: The ``config`` attribute of a default data file made before the restructure (commit 1282cec).
+DEFAULT_CONFIG_JSON = (
+    '{"bands": null, "bulge_dominated_fraction": 0.25, "bulge_size_ratio": [0.3, 0.7], "catalog": null, '
+    '"count_slope": 0.31, "disk_size_pivot": 23.0, "disk_size_slope": -0.269, "disk_size_zero": -1.145, '
+    '"edge_margin": 8, "ellipticity_max": 0.7, "ellipticity_sigma": 0.25, "exposure_fraction": 1.0, '
+    '"fft_size": null, "field_bright_limit": 18.0, "field_count_density": 46.0, "field_faint_limit": 27.0, '
+    '"field_margin": 4.0, "field_max_tries": 100, "field_min_labelled": 2, "hlr_range": [0.05, 3.0], '
+    '"label_limit": 25.3, "mag_range": [19.0, 25.3], "max_galaxies": 6, "max_redshift": 3.0, '
+    '"min_galaxies": 2, "min_separation": 2.0, "mode": "blend", "moffat_beta": 2.5, "noise": "gaussian", '
+    '"psf_model": "kolmogorov", "psf_size": 25, "reference_band": null, "seeing_scatter": 0.1, '
+    '"separation_range": [0.5, 5.0], "size_scatter": 0.3, "stamp_size": 48, "survey": "LSST"}'
+)
+
+
+def test_to_json_bytes_are_those_of_the_data_files():
+    """The ``config`` attribute of the data files: the same bytes as before the restructure."""
+    assert SimConfig().to_json() == DEFAULT_CONFIG_JSON
+    assert SimConfig.from_json(DEFAULT_CONFIG_JSON).to_json() == DEFAULT_CONFIG_JSON
 
 
 # --------------------------------------------------------------------------

@@ -176,9 +176,9 @@ def small_configs(draw) -> SimConfig:
 def _check_invariants(path: Path, config: SimConfig) -> None:
     layout = validate_file(path, deep=True)
     ds = read_dataset(path)
-    k, c, s = config.max_galaxies, len(config.band_names), config.stamp_size
+    k, c, s = config.max_galaxies, len(config.simulated_bands), config.stamp_size
     n = ds.n_blends
-    assert layout.bands == config.band_names and ds.isolated.shape == (n, k, c, s, s)
+    assert layout.bands == config.simulated_bands and ds.isolated.shape == (n, k, c, s, s)
     n_gal = ds.n_galaxies
     assert ((n_gal >= config.min_galaxies) & (n_gal <= k)).all()
     filled = np.arange(k)[None, :] < n_gal[:, None]

@@ -166,7 +166,7 @@ def _make_data(args: argparse.Namespace, stop: StopSignal) -> tuple[SimConfig, l
 
 def _print_summary(config: SimConfig, seed: int, results: list[SplitResult], total: float) -> None:
     """The end-of-run summary on stdout: files, blendedness histogram, totals."""
-    print(f"\nSimulated {config.survey} bands {''.join(config.band_names)}, "
+    print(f"\nSimulated {config.survey} bands {''.join(config.simulated_bands)}, "
           f"{config.stamp_size}x{config.stamp_size} pixels, up to {config.max_galaxies} galaxies, seed {seed}")
     for r in results:
         print(f"  {r.path:<28} {r.n_blends:6d} blends {r.n_galaxies:7d} galaxies "

@@ -19,7 +19,7 @@ from deblendkit.config import SimConfig, load_config
 from deblendkit.errors import ConfigError, DataFileError, DeblendKitError
 from deblendkit.report.realism import Sample, format_report, make_plots, run_checks, sample_from_file, \
     sample_from_sky
-from deblendkit.sim.field_mode import simulate_sky
+from deblendkit.sim.sky import simulate_sky
 
 __all__ = ["build_parser", "main"]
 

@@ -96,7 +96,7 @@ def _host() -> str:
 
 def _row_shapes(config: SimConfig) -> dict[str, tuple[int, ...]]:
     """The shape of one blend's row of every per-blend array."""
-    c, s, k, p = len(config.band_names), config.stamp_size, config.max_galaxies, config.psf_size
+    c, s, k, p = len(config.simulated_bands), config.stamp_size, config.max_galaxies, config.psf_size
     return {
         "blend": (c, s, s),
         "isolated": (k, c, s, s),
@@ -155,7 +155,7 @@ class ChunkStore:
             "versions": package_versions(),
         }
         return cls(root / path.stem, fingerprint=fingerprint, shapes=_row_shapes(config),
-                   bands=config.band_names)
+                   bands=config.simulated_bands)
 
     # -- paths ---------------------------------------------------------------
     def chunk_path(self, start: int, stop: int) -> Path:

@@ -14,7 +14,7 @@ import numpy as np
 
 from deblendkit.config import SimConfig
 from deblendkit.errors import ConfigError
-from deblendkit.sim.blend_mode import simulate_blend
+from deblendkit.sim.modes import simulate_scene
 from deblendkit.storage.files import truth_dtype
 
 __all__ = ["PER_BLEND", "Chunk", "simulate_chunk", "chunk_bounds", "check_finite"]
@@ -26,7 +26,7 @@ _FLOAT_ARRAYS = ("blend", "isolated", "psf", "noise_sigma")
 
 @dataclass(frozen=True)
 class Chunk:
-    """Blends ``[start, start + n)`` of a split, stacked (see :class:`~deblendkit.sim.blend_mode.BlendSample`)."""
+    """Blends ``[start, start + n)`` of a split, stacked (see :class:`~deblendkit.sim.sample.BlendSample`)."""
 
     start: int
     arrays: dict  # name -> (n, ...) array, names in PER_BLEND
@@ -38,7 +38,7 @@ class Chunk:
 
 def simulate_chunk(config: SimConfig, seed: int, split: str, start: int, stop: int) -> Chunk:
     """Simulate blends ``start .. stop-1`` of ``split`` (a pure function of its arguments)."""
-    samples = [simulate_blend(config, seed=seed, split=split, index=i) for i in range(start, stop)]
+    samples = [simulate_scene(config, seed=seed, split=split, index=i) for i in range(start, stop)]
     arrays = {
         "blend": np.stack([s.blend for s in samples]),
         "isolated": np.stack([s.isolated for s in samples]),
@@ -47,7 +47,7 @@ def simulate_chunk(config: SimConfig, seed: int, split: str, start: int, stop: i
         "centers": np.stack([s.centers for s in samples]),
         "n_galaxies": np.array([s.n_galaxies for s in samples], dtype=np.int32),
     }
-    dtype = truth_dtype(config.band_names)
+    dtype = truth_dtype(config.simulated_bands)
     # One truth row per galaxy in the scene: in field mode that includes the
     # unlabelled faint galaxies, so count rows, not n_galaxies (the labelled ones).
     n_rows = sum(len(s.truth["blend_index"]) for s in samples)

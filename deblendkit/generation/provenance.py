@@ -9,6 +9,7 @@ from deblendkit._fs import package_version
 from deblendkit.config import SimConfig
 from deblendkit.errors import ConfigError
 from deblendkit.sim.seds import SED_NAMES
+from deblendkit.sim.survey import get_survey
 
 __all__ = ["VERSIONED_PACKAGES", "package_versions", "created_time", "split_attrs"]
 
@@ -49,8 +50,8 @@ def created_time() -> str:
 
 def split_attrs(config: SimConfig, *, seed: int, split: str) -> dict:
     """Root attributes of a data file (see data/README.md)."""
-    survey = config.survey_obj
-    bands = config.band_names
+    survey = get_survey(config.survey)
+    bands = config.simulated_bands
     return {
         "bands": list(bands),
         "pixel_scale": config.pixel_scale,

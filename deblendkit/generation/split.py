@@ -32,7 +32,7 @@ from deblendkit.generation.dask_executor import dask_client, is_dask_client
 from deblendkit.generation.executors import run_chunks
 from deblendkit.generation.provenance import split_attrs
 from deblendkit.generation.stop import StopSignal
-from deblendkit.sim.blend_mode import split_code
+from deblendkit.sim.sample import split_code
 from deblendkit.sim.seds import colour_table
 from deblendkit.storage.files import DatasetWriter, remove_stale_temp_files
 
@@ -166,14 +166,14 @@ def _open(config: SimConfig, *, path: Any, split: str, n_blends: int, seed: int,
           work_dir: Any, resume: bool) -> tuple[DatasetWriter, ChunkStore]:
     """The output's writer (an existing file refused before any work) and its prepared chunk store."""
     writer = DatasetWriter(
-        path, n_blends=n_blends, bands=config.band_names, max_galaxies=config.max_galaxies,
+        path, n_blends=n_blends, bands=config.simulated_bands, max_galaxies=config.max_galaxies,
         stamp_size=config.stamp_size, psf_size=config.psf_size,
         attrs=split_attrs(config, seed=seed, split=split), overwrite=overwrite,
     )
     writer.check_target()  # refuse an existing file before any work
     remove_stale_temp_files(path)
     # Build the cached colour table once, before workers fork, so they inherit it.
-    colour_table(config.survey, config.band_names, config.ref_band)
+    colour_table(config.survey, config.simulated_bands, config.magnitude_band)
     store = ChunkStore.for_output(path, config=config, seed=seed, split=split, work_dir=work_dir)
     store.prepare(resume=resume)
     return writer, store

@@ -176,7 +176,7 @@ def data_meta(path: str = ".") -> DataMeta:
         layout = validate_file(f)
         return DataMeta(tuple(layout.bands), int(layout.max_galaxies), int(layout.stamp_size))
     cfg = SimConfig()
-    return DataMeta(tuple(cfg.band_names), cfg.max_galaxies, cfg.stamp_size)
+    return DataMeta(tuple(cfg.simulated_bands), cfg.max_galaxies, cfg.stamp_size)
 
 
 DATA_DEPENDENT = ("Predictions", "score_types")

@@ -21,12 +21,12 @@ Published values
 * Blend fraction: 62% +- 10% of galaxies receive >= 1% of the flux in their
   own pixels from neighbours (Sanchez et al. 2021, arXiv:2103.02078); measured
   on galaxies brighter than the label limit (i < 25.3), r band, with the
-  footprint defined in :mod:`deblendkit.sim.field_mode` (``contamination`` column).
+  footprint defined in :mod:`deblendkit.sim.sample` (``contamination`` column).
 
 What each source can tell
 -------------------------
 * **Big field** (``--sky``): the reference measurement, no selection, no stamp
-  edges (:func:`deblendkit.sim.field_mode.simulate_sky`, 0.05 deg^2 by default).
+  edges (:func:`deblendkit.sim.sky.simulate_sky`, 0.05 deg^2 by default).
 * **Field-mode file**: galaxies centred in the stamps. Scenes were kept only
   with >= ``field_min_labelled`` labelled galaxies, so the density at
   i < 25.3 is corrected with the maximum-likelihood mean of a Poisson
@@ -199,7 +199,7 @@ class Sample:
 
 
 def sample_from_sky(sky) -> Sample:
-    """A :class:`Sample` of a :class:`deblendkit.sim.field_mode.Sky`: galaxies centred in its inner area."""
+    """A :class:`Sample` of a :class:`deblendkit.sim.sky.Sky`: galaxies centred in its inner area."""
     m = sky.inner
     lab = sky.inner & sky.bright
     c = sky.config

@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 
 import numpy as np
+from astropy.table import Table  # already loaded by galsim: no extra import cost
 
 from deblendkit.errors import ConfigError
 from deblendkit.sim.population import Galaxies
@@ -36,8 +37,6 @@ DEFAULTS = {"e1": 0.0, "e2": 0.0, "redshift": 0.5, "sed_bulge": 0, "sed_disk": 1
 @functools.lru_cache(maxsize=4)
 def load_catalog(path: str) -> Galaxies:
     """Read and validate a catalogue file; ConfigError naming the file and the problem."""
-    from astropy.table import Table
-
     try:
         fmt = "csv" if path.lower().endswith(".csv") else None
         table = Table.read(path, format=fmt) if fmt else Table.read(path)

@@ -12,6 +12,7 @@ import galsim
 import numpy as np
 
 from deblendkit.config import SimConfig
+from deblendkit.sim.survey import get_survey
 
 __all__ = ["scene_psfs", "psf_images"]
 
@@ -24,9 +25,9 @@ def scene_psfs(config: SimConfig, rng: np.random.Generator) -> tuple[list, np.nd
     psfs : list of galsim.GSObject, one per band (unit flux, no pixel)
     fwhm : ndarray (C,), arcsec
     """
-    survey = config.survey_obj
+    survey = get_survey(config.survey)
     factor = float(np.exp(config.seeing_scatter * rng.standard_normal()))
-    fwhm = np.array([survey.band(b).psf_fwhm * factor for b in config.band_names])
+    fwhm = np.array([survey.band(b).psf_fwhm * factor for b in config.simulated_bands])
     if config.psf_model == "kolmogorov":
         psfs = [galsim.Kolmogorov(fwhm=float(f)) for f in fwhm]
     else:

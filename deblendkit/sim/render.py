@@ -15,7 +15,7 @@ is the same for every galaxy of a scene. So, on one Fourier grid per scene:
 
 This is the same mathematics as GalSim's FFT drawing (sampling the continuous
 Fourier transform at ``dk = 2 pi / (N scale)`` and transforming back), so the
-images agree with a converged ``drawImage`` (see ``tests/test_render.py`` for the
+images agree with a converged ``drawImage`` (see ``tests/sim/test_render.py`` for the
 tolerances: 1e-3 of the peak pixel, 3e-4 in flux).
 
 Aliasing: the k-grid covers +-pi/scale (Nyquist). Where the PSF still has power
@@ -33,11 +33,13 @@ import functools
 import galsim
 import numpy as np
 
+from deblendkit.sim.population import Galaxies
+
 __all__ = ["fft_size_for", "wrap_factor", "render_galaxies", "component_profiles", "psf_transfer",
-           "render_psf_images", "irfft2_window"]
+           "render_psf_images", "irfft2_window", "component_k", "render_sum"]
 
 #: PSF k-space amplitude (relative to k=0) at m x Nyquist below which the power beyond is
-#: ignored. At 8.7e-4 the peak-pixel error measured 7e-5 (tests/test_render.py bounds it).
+#: ignored. At 8.7e-4 the peak-pixel error measured 7e-5 (tests/sim/test_render.py bounds it).
 ALIAS_THRESHOLD = 2e-3
 
 
@@ -124,7 +126,7 @@ def render_psf_images(psfs, *, size: int, pixel_scale: float, fft_size: int) -> 
 
     The inverse FFT of :func:`psf_transfer` (shared with the galaxies of the
     scene), cropped around the origin; the same image as GalSim's ``drawImage``
-    of the PSF (see ``tests/test_render.py``). Undersampled PSFs (power beyond
+    of the PSF (see ``tests/sim/test_render.py``). Undersampled PSFs (power beyond
     Nyquist) are drawn with ``drawImage``, which folds it.
     """
     n = int(fft_size)
@@ -227,3 +229,110 @@ def _render_wrapped(bulges, disks, flux_bulge, flux_disk, positions, psfs,
             folded = spec.reshape(m, n, m, n).sum(axis=(0, 2))
             out[g, c] = np.fft.ifft2(folded).real[idx[:, None], idx[None, :]]
     return out
+
+
+# --------------------------------------------------------------------------
+# Batched k-space rendering with numpy (field mode's faint galaxies, the sky)
+# --------------------------------------------------------------------------
+#: Exponential profile: scale radius / half-light radius (GalSim's value).
+_EXP_SCALE_PER_HLR = 0.5958243473776976
+#: Rows of the de Vaucouleurs k-profile table (log-spaced in k^2).
+_DEV_TABLE_SIZE = 2001
+
+
+@functools.lru_cache(maxsize=1)
+def _devaucouleurs_table() -> tuple[np.ndarray, np.ndarray]:
+    """``ln((k hlr)^2)`` grid and GalSim's unit-flux de Vaucouleurs k-profile on it."""
+    lk2 = np.linspace(np.log(1e-8), np.log(1e7), _DEV_TABLE_SIZE)
+    prof = galsim.DeVaucouleurs(half_light_radius=1.0)
+    vals = np.array([prof.kValue(galsim.PositionD(float(np.exp(v / 2)), 0.0)).real for v in lk2])
+    return lk2, vals
+
+
+def component_k(hlr_bulge, hlr_disk, e1, e2, kx, ky) -> tuple[np.ndarray, np.ndarray]:
+    """Unit-flux k-space profiles (G, len(ky), len(kx)) of sheared bulges and disks.
+
+    The sheared profile's transform at ``k`` is the round one's at ``|A k|``, with
+    ``A = [[1 + e1, e2], [e2, 1 - e1]] / sqrt(1 - e^2)`` GalSim's shear matrix;
+    exponential disks are analytic, ``(1 + (k r_s)^2)^-1.5``, de Vaucouleurs bulges
+    interpolated in a table of GalSim's own profile. ``kx``, ``ky`` in rad / arcsec.
+    """
+    e1 = np.asarray(e1, float)[:, None, None]
+    e2 = np.asarray(e2, float)[:, None, None]
+    f = 1.0 / np.sqrt(1.0 - e1**2 - e2**2)
+    kx = np.asarray(kx)[None, None, :]
+    ky = np.asarray(ky)[None, :, None]
+    qx = f * ((1 + e1) * kx + e2 * ky)
+    qy = f * (e2 * kx + (1 - e1) * ky)
+    k2 = qx * qx + qy * qy
+    rs = _EXP_SCALE_PER_HLR * np.asarray(hlr_disk, float)[:, None, None]
+    x = 1.0 + k2 * rs**2
+    disk = 1.0 / (x * np.sqrt(x))
+    lk2, vals = _devaucouleurs_table()
+    hb2 = np.asarray(hlr_bulge, float)[:, None, None] ** 2
+    bulge = np.interp(np.log(np.maximum(k2 * hb2, np.exp(lk2[0]))), lk2, vals, right=0.0)
+    return bulge, disk
+
+
+def render_sum(
+    *,
+    galaxies: Galaxies,
+    flux_bulge: np.ndarray,
+    flux_disk: np.ndarray,
+    positions: np.ndarray,
+    psfs,
+    stamp_size: int,
+    pixel_scale: float,
+    fft_size: int,
+    chunk: int = 64,
+) -> np.ndarray:
+    """Sum of the noiseless images of many galaxies, each band, in one transform per band.
+
+    Same model and conventions as :func:`deblendkit.sim.render.render_galaxies`
+    (positions in pixels, 0-based; PSF and pixel convolved; periodic FFT grid of
+    ``fft_size`` pixels centred on the stamp) but the galaxies' spectra are
+    summed before the inverse FFT and evaluated with numpy, not GalSim.
+    Undersampled PSFs (wrap factor > 1) fall back to ``render_galaxies``.
+
+    Parameters
+    ----------
+    galaxies : Galaxies (G of them)
+    flux_bulge, flux_disk : (G, C) float, ADU
+    positions : (G, 2) float, pixels
+    psfs : list of C galsim PSF profiles (no pixel)
+    stamp_size, fft_size : int, pixels
+    pixel_scale : float, arcsec / pixel
+    chunk : int, galaxies evaluated at once (memory ~ chunk x fft_size^2 x 16 bytes)
+
+    Returns
+    -------
+    (C, H, W) float64, ADU per pixel.
+    """
+    n_gal, n_band = np.shape(flux_bulge)
+    if n_gal == 0:
+        return np.zeros((len(psfs), stamp_size, stamp_size))
+    if wrap_factor(psfs, pixel_scale) > 1:
+        bulges, disks = component_profiles(galaxies.hlr_bulge, galaxies.hlr_disk, galaxies.e1, galaxies.e2)
+        return render_galaxies(bulges=bulges, disks=disks, flux_bulge=flux_bulge, flux_disk=flux_disk,
+                               positions=positions, psfs=psfs, stamp_size=stamp_size,
+                               pixel_scale=pixel_scale, fft_size=fft_size).sum(axis=0)
+    n = int(fft_size)
+    ky = 2.0 * np.pi * np.fft.fftfreq(n, d=pixel_scale)
+    kx = 2.0 * np.pi * np.fft.rfftfreq(n, d=pixel_scale)
+    c0 = stamp_size // 2
+    shift = (np.asarray(positions, dtype=float) - c0) * pixel_scale
+    # Single precision for the sum (1e-7 relative, far below the rendering tolerance).
+    acc = np.zeros((n_band, n * (n // 2 + 1)), dtype=np.complex64)
+    for a in range(0, n_gal, chunk):
+        s = slice(a, min(a + chunk, n_gal))
+        kb, kd = component_k(galaxies.hlr_bulge[s], galaxies.hlr_disk[s], galaxies.e1[s], galaxies.e2[s], kx, ky)
+        phase = (np.exp(-1j * ky[None, :, None] * shift[s, 1, None, None]).astype(np.complex64)
+                 * np.exp(-1j * kx[None, None, :] * shift[s, 0, None, None]).astype(np.complex64))
+        g = kb.shape[0]
+        # complex x complex matmul: numpy's BLAS path (a real left operand is not)
+        acc += np.asarray(flux_bulge[s], np.complex64).T @ (kb.astype(np.float32) * phase).reshape(g, -1)
+        acc += np.asarray(flux_disk[s], np.complex64).T @ (kd.astype(np.float32) * phase).reshape(g, -1)
+    spec = acc.reshape(n_band, n, n // 2 + 1) * psf_transfer(tuple(psfs), n, pixel_scale).astype(np.float32)
+    img = np.fft.irfft2(spec, s=(n, n), axes=(-2, -1))
+    idx = (np.arange(stamp_size) - c0) % n
+    return img[:, idx[:, None], idx[None, :]]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import os
 
+import galsim
 import numpy as np
 
 from deblendkit.sim.survey import bandpass
@@ -26,8 +27,6 @@ Z_GRID = np.round(np.arange(0.0, 3.0001, 0.05), 4)
 
 @functools.lru_cache(maxsize=None)
 def _sed(name: str):
-    import galsim
-
     path = os.path.join(galsim.meta_data.share_dir, "SEDs", f"{name}.sed")
     return galsim.SED(path, wave_type="Ang", flux_type="flambda")
 

@@ -306,17 +306,17 @@ def test_copy_rows_refuses_rows_that_do_not_fit(config, tmp_path):
 
     chunk = simulate_chunk(config, 7, "train", 0, 4)
     rows = tmp_path / "rows.h5"
-    write_rows_file(rows, 0, bands=config.band_names, max_galaxies=3, arrays=chunk.arrays, truth_rows=chunk.truth)
+    write_rows_file(rows, 0, bands=config.simulated_bands, max_galaxies=3, arrays=chunk.arrays, truth_rows=chunk.truth)
     plain = tmp_path / "plain.h5"
     with h5py.File(plain, "w") as f:
         f.attrs["kit"] = "something else"
-    bigger = DatasetWriter(tmp_path / "other.h5", n_blends=4, bands=config.band_names, max_galaxies=3,
+    bigger = DatasetWriter(tmp_path / "other.h5", n_blends=4, bands=config.simulated_bands, max_galaxies=3,
                            stamp_size=24, psf_size=9, attrs={"pixel_scale": 0.2})
     with pytest.raises(ConfigError, match=r"rows\.h5: dataset 'blend' has shape \(4, 3, 20, 20\).*expected "
                                           r"\(4, 3, 24, 24\)"):
         with bigger:
             bigger.copy_rows(rows)
-    same = DatasetWriter(tmp_path / "same.h5", n_blends=4, bands=config.band_names, max_galaxies=3,
+    same = DatasetWriter(tmp_path / "same.h5", n_blends=4, bands=config.simulated_bands, max_galaxies=3,
                          stamp_size=20, psf_size=9, attrs={"pixel_scale": 0.2})
     with pytest.raises(ConfigError, match="is not a rows file"):
         with same:
@@ -331,5 +331,5 @@ def test_copy_rows_refuses_rows_that_do_not_fit(config, tmp_path):
     bad = dict(chunk.arrays, isolated=chunk.arrays["isolated"].copy())
     bad["isolated"][i, 2] = 1.0
     with pytest.raises(ConfigError, match=f"isolated image of blend {i} slot 2 is not zero"):
-        write_rows_file(tmp_path / "bad.h5", 0, bands=config.band_names, max_galaxies=3, arrays=bad,
+        write_rows_file(tmp_path / "bad.h5", 0, bands=config.simulated_bands, max_galaxies=3, arrays=bad,
                         truth_rows=chunk.truth)

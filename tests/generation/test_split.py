@@ -12,7 +12,7 @@ import pytest
 from deblendkit.config import SimConfig
 from deblendkit.errors import ConfigError, OutputExistsError
 from deblendkit.generation import SplitResult, chunk_bounds, chunk_store, generate_split, simulate_chunk
-from deblendkit.sim.blend_mode import simulate_blend
+from deblendkit.sim.modes import simulate_scene
 from deblendkit.storage import files as io
 from deblendkit.storage.files import PER_BLEND_DATASETS, read_dataset
 
@@ -75,7 +75,7 @@ def test_a_blend_simulated_alone_equals_its_row(reference_file):
     ref, _ = reference_file
     ds = read_dataset(ref)
     for i in (0, 3, N - 1):
-        s = simulate_blend(CONFIG, seed=7, split="train", index=i)
+        s = simulate_scene(CONFIG, seed=7, split="train", index=i)
         for name in ("blend", "isolated", "psf", "noise_sigma", "centers"):
             assert getattr(s, name).tobytes() == np.asarray(getattr(ds, name)[i]).tobytes(), (i, name)
         assert s.n_galaxies == ds.n_galaxies[i]
@@ -100,7 +100,7 @@ def test_summary_and_attributes(reference_file):
     attrs = ds.attrs
     assert SimConfig.from_dict(attrs["config"]) == CONFIG
     assert attrs["seed"] == 7 and attrs["split"] == "train"
-    assert tuple(attrs["bands"]) == CONFIG.band_names
+    assert tuple(attrs["bands"]) == CONFIG.simulated_bands
     assert attrs["pixel_scale"] == CONFIG.pixel_scale
     assert attrs["survey"] == "LSST"
     versions = attrs["versions"] if isinstance(attrs["versions"], dict) else json.loads(attrs["versions"])

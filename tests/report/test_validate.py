@@ -15,16 +15,16 @@ import pytest
 from deblendkit.cli import validate as validate_cli
 from deblendkit.report import realism as validate
 from deblendkit.config import SimConfig
-from deblendkit.sim.field_mode import simulate_sky
+from deblendkit.sim.sky import simulate_sky
 from deblendkit.storage.files import DatasetWriter, truth_dtype
 from deblendkit.sim.population import sample_magnitudes
-from deblendkit.sim.blend_mode import simulate_blend
+from deblendkit.sim.modes import simulate_scene
 
 
 def write_file(path, config: SimConfig, n_blends: int, seed: int = 0, split: str = "train") -> None:
     """Simulate ``n_blends`` blends and write them with the io contract (no process pool)."""
-    samples = [simulate_blend(config, seed=seed, split=split, index=i) for i in range(n_blends)]
-    dtype = truth_dtype(config.band_names)
+    samples = [simulate_scene(config, seed=seed, split=split, index=i) for i in range(n_blends)]
+    dtype = truth_dtype(config.simulated_bands)
     rows = np.zeros(sum(len(s.truth["blend_index"]) for s in samples), dtype=dtype)
     r = 0
     for s in samples:
@@ -33,8 +33,8 @@ def write_file(path, config: SimConfig, n_blends: int, seed: int = 0, split: str
             rows[name][r: r + k] = s.truth[name]
         r += k
     attrs = {"pixel_scale": config.pixel_scale, "config": config.to_json(), "seed": seed, "split": split,
-             "first_index": 0, "bands": list(config.band_names)}
-    with DatasetWriter(path, n_blends=n_blends, bands=config.band_names, max_galaxies=config.max_galaxies,
+             "first_index": 0, "bands": list(config.simulated_bands)}
+    with DatasetWriter(path, n_blends=n_blends, bands=config.simulated_bands, max_galaxies=config.max_galaxies,
                        stamp_size=config.stamp_size, psf_size=config.psf_size, attrs=attrs) as w:
         w.write(0, blend=np.stack([s.blend for s in samples]), isolated=np.stack([s.isolated for s in samples]),
                 psf=np.stack([s.psf for s in samples]), noise_sigma=np.stack([s.noise_sigma for s in samples]),

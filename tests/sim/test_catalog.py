@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from astropy.table import Table
 
-from deblendkit.sim.catalog import REQUIRED_COLUMNS, load_catalog
 from deblendkit.config import SimConfig
 from deblendkit.errors import ConfigError
-from deblendkit.sim.blend_mode import simulate_blend
+from deblendkit.sim.blend_mode import simulate_blend_mode
+from deblendkit.sim.catalog import REQUIRED_COLUMNS, load_catalog
 
 SMALL = dict(stamp_size=32, psf_size=15, edge_margin=6, max_galaxies=4)
 N_ROWS = 12
@@ -44,7 +44,7 @@ def test_catalogue_rows_drive_the_simulation(tmp_path, suffix):
     config = SimConfig(catalog=path, **SMALL)
     seen = set()
     for index in range(4):
-        sample = simulate_blend(config, seed=2, split="train", index=index)
+        sample = simulate_blend_mode(config, seed=2, split="train", index=index)
         truth = sample.truth
         for k in range(sample.n_galaxies):
             # The reference-band (i) magnitude of the truth is the catalogue's (no colour term).
@@ -85,7 +85,7 @@ def test_missing_required_column(tmp_path, column):
     # The same error stops a simulation that uses the file.
     config = SimConfig(catalog=path, **SMALL)
     with pytest.raises(ConfigError, match=re.escape(f"lacks column(s) [{column!r}]")):
-        simulate_blend(config, seed=0, split="train", index=0)
+        simulate_blend_mode(config, seed=0, split="train", index=0)
 
 
 @pytest.mark.parametrize(

@@ -1,21 +1,22 @@
 """Tests of deblendkit.sim.field_mode: field-mode scenes cut from a simulated sky.
 
 Fast checks on small stamps (three bands); the 0.05 deg^2 statistics are in
-``tests/test_validate.py`` (marked slow).
+``tests/report/test_validate.py`` (marked slow).
 """
 from __future__ import annotations
 
-import galsim
 import numpy as np
 import pytest
 
-from deblendkit.sim import field_mode as field
 from deblendkit.config import SimConfig
 from deblendkit.errors import ConfigError
+from deblendkit.generation.split import generate_split
+from deblendkit.sim import field_mode as field
+from deblendkit.sim.modes import simulate_scene
+from deblendkit.sim.render import component_profiles, render_galaxies
+from deblendkit.sim.sample import contamination
+from deblendkit.sim.survey import get_survey
 from deblendkit.storage.files import read_dataset
-from deblendkit.sim.population import sample_population
-from deblendkit.sim.render import _k_image, component_profiles, psf_transfer, render_galaxies
-from deblendkit.sim.blend_mode import simulate_blend
 
 FIELD = dict(mode="field", bands=("g", "r", "i"), noise="none")
 
@@ -27,7 +28,7 @@ def config():
 
 @pytest.fixture(scope="module")
 def samples(config):
-    return {i: simulate_blend(config, seed=4, split="train", index=i) for i in range(6)}
+    return {i: simulate_scene(config, seed=4, split="train", index=i) for i in range(6)}
 
 
 # --------------------------------------------------------------------------
@@ -109,7 +110,7 @@ def test_impossible_selection_names_the_blend_and_the_options():
     c = SimConfig(mode="field", label_limit=18.2, field_max_tries=3)
     with pytest.raises(ConfigError, match=r"blend 5 of split 'train' \(seed 1\) had fewer than "
                                           r"field_min_labelled=2 galaxies brighter than label_limit=18.2"):
-        simulate_blend(c, seed=1, split="train", index=5)
+        simulate_scene(c, seed=1, split="train", index=5)
 
 
 # --------------------------------------------------------------------------
@@ -165,22 +166,22 @@ def test_per_image_truth_is_finite_exactly_for_galaxies_rendered_one_by_one(conf
 
 
 def test_field_blends_are_deterministic_in_any_order(config, samples):
-    again = [simulate_blend(config, seed=4, split="train", index=i) for i in (3, 1)]
+    again = [simulate_scene(config, seed=4, split="train", index=i) for i in (3, 1)]
     for s, i in zip(again, (3, 1)):
         assert np.array_equal(s.blend, samples[i].blend)
         assert np.array_equal(s.isolated, samples[i].isolated)
         for k in s.truth:
             np.testing.assert_array_equal(s.truth[k], samples[i].truth[k])
-    other = simulate_blend(config, seed=5, split="train", index=1)
+    other = simulate_scene(config, seed=5, split="train", index=1)
     assert not np.array_equal(other.blend, samples[1].blend)
 
 
 def test_noise_and_psf_as_in_blend_mode():
     c = SimConfig(mode="field", bands=("r",))
-    s = simulate_blend(c, seed=0, split="train", index=0)
-    quiet = simulate_blend(c.replace(noise="none"), seed=0, split="train", index=0)
+    s = simulate_scene(c, seed=0, split="train", index=0)
+    quiet = simulate_scene(c.replace(noise="none"), seed=0, split="train", index=0)
     resid = (s.blend - quiet.blend)[0]
-    survey = c.survey_obj
+    survey = get_survey(c.survey)
     sky = survey.sky_adu_per_pixel("r")
     expected = np.sqrt((sky + np.clip(quiet.blend[0], 0, None)) / survey.gain)
     z = resid / expected
@@ -190,8 +191,6 @@ def test_noise_and_psf_as_in_blend_mode():
 
 
 def test_generate_split_writes_a_readable_field_mode_file(tmp_path):
-    from deblendkit.generation.split import generate_split
-
     c = SimConfig(mode="field", bands=("r", "i"))
     path = tmp_path / "f.h5"
     generate_split(c, path=path, split="train", n_blends=4, seed=0, chunk_size=2, progress=False)
@@ -199,109 +198,20 @@ def test_generate_split_writes_a_readable_field_mode_file(tmp_path):
     truth = ds.truth
     assert (truth["labelled"] == 0).sum() > 0 and np.all(truth.loc[truth["labelled"] == 0, "slot"] == -1)
     assert np.array_equal(ds.n_galaxies, np.bincount(truth["blend_index"][truth["labelled"] == 1], minlength=4))
-    single = simulate_blend(c, seed=0, split="train", index=3)
+    single = simulate_scene(c, seed=0, split="train", index=3)
     assert np.array_equal(ds.blend[3], single.blend)
 
 
 # --------------------------------------------------------------------------
 # Rendering and measures
 # --------------------------------------------------------------------------
-def test_component_profiles_match_galsim_k_images():
-    n, scale = 96, 0.2
-    dk = 2 * np.pi / (n * scale)
-    ky = 2 * np.pi * np.fft.fftfreq(n, d=scale)
-    kx = 2 * np.pi * np.fft.rfftfreq(n, d=scale)
-    hb, hd, e1, e2 = np.array([0.08, 0.6]), np.array([0.3, 1.5]), np.array([0.3, -0.1]), np.array([-0.2, 0.5])
-    kb, kd = field._component_k(hb, hd, e1, e2, kx, ky)
-    for j in range(2):
-        shear = galsim.Shear(g1=e1[j], g2=e2[j])
-        ref_b = _k_image(galsim.DeVaucouleurs(half_light_radius=hb[j]).shear(shear), n, dk)
-        ref_d = _k_image(galsim.Exponential(half_light_radius=hd[j]).shear(shear), n, dk)
-        np.testing.assert_allclose(kb[j], ref_b, atol=1e-5)
-        np.testing.assert_allclose(kd[j], ref_d, atol=1e-12)
-
-
-def test_render_sum_equals_the_sum_of_render_galaxies(config):
-    rng = np.random.default_rng(7)
-    g = sample_population(config, rng, 9, mag=rng.uniform(22, 27, 9))
-    fb = rng.uniform(1e3, 1e5, (9, 3)) * g.bulge_fraction[:, None]
-    fd = rng.uniform(1e3, 1e5, (9, 3)) * (1 - g.bulge_fraction[:, None])
-    pos = rng.uniform(-20, 67, (9, 2))  # in the stamp and in the margin
-    psfs = [galsim.Kolmogorov(fwhm=f) for f in (0.9, 0.8, 0.75)]
-    kw = dict(positions=pos, psfs=psfs, stamp_size=48, pixel_scale=0.2, fft_size=150)
-    bulges, disks = component_profiles(g.hlr_bulge, g.hlr_disk, g.e1, g.e2)
-    ref = render_galaxies(bulges=bulges, disks=disks, flux_bulge=fb, flux_disk=fd, **kw).sum(axis=0)
-    got = field.render_sum(galaxies=g, flux_bulge=fb, flux_disk=fd, chunk=4, **kw)
-    assert got.shape == (3, 48, 48)
-    np.testing.assert_allclose(got, ref, atol=1e-5 * ref.max())
-    empty = field.render_sum(galaxies=g.take([]), flux_bulge=fb[:0], flux_disk=fd[:0], **kw)
-    assert empty.shape == (3, 48, 48) and not empty.any()
-
-
-def test_postage_stamps_match_galsim_draw_image(config):
-    """Each galaxy in a stamp of the size the big field gives it (wrap-around negligible)."""
-    rng = np.random.default_rng(11)
-    g = sample_population(config, rng, 4, mag=np.array([21.0, 23.0, 24.5, 26.0]))
-    psf = galsim.Kolmogorov(fwhm=0.8)
-    sizes = field._postage_size(g.hlr_bulge, g.hlr_disk, 0.2)
-    off = rng.uniform(-0.5, 0.5, (4, 2))
-    fb, fd = 1e4 * g.bulge_fraction, 1e4 * (1 - g.bulge_fraction)
-    for j in range(4):
-        size = int(sizes[j])
-        got = field._postage_stamps(g.take([j]), fb[[j]], fd[[j]], off[[j]],
-                                    psf_transfer((psf,), size, 0.2)[0], size, 0.2)[0]
-        shear = galsim.Shear(g1=g.e1[j], g2=g.e2[j])
-        gal = (galsim.DeVaucouleurs(half_light_radius=g.hlr_bulge[j], flux=fb[j]).shear(shear)
-               + galsim.Exponential(half_light_radius=g.hlr_disk[j], flux=fd[j]).shear(shear))
-        # an even GalSim image is centred between pixels: +0.5 puts it on pixel size // 2
-        ref = galsim.Convolve(gal, psf).drawImage(nx=size, ny=size, scale=0.2, offset=tuple(off[j] + 0.5)).array
-        np.testing.assert_allclose(got, ref, atol=2e-4 * ref.max())
-        assert got.sum() == pytest.approx(fb[j] + fd[j], rel=1e-6)  # periodic: no flux lost
-        assert ref.sum() == pytest.approx(fb[j] + fd[j], rel=3e-3)  # GalSim's stamp holds nearly all
-
-
-def test_contamination_on_constructed_images():
-    yy, xx = np.mgrid[:20, :20]
-    a = 100.0 * np.exp(-((xx - 5) ** 2 + (yy - 10) ** 2) / 4.0)
-    b = 100.0 * np.exp(-((xx - 15) ** 2 + (yy - 10) ** 2) / 4.0)
-    pedestal, sigma = 0.5, 2.0
-    total = a + b + pedestal  # the pedestal: light of unlabelled galaxies
-    got = field.contamination(np.stack([a, b]), total, sigma)
-    for k, (own, other) in enumerate(((a, b), (b, a))):
-        fp = own > sigma
-        assert got[k] == pytest.approx((other[fp].sum() + pedestal * fp.sum()) / total[fp].sum())
-    # no pixel above sigma: the brightest pixel is the footprint; no light at all: NaN
-    faint = 0.1 * a / a.max()
-    got = field.contamination(np.stack([faint, np.zeros_like(a)]), faint + pedestal, sigma)
-    assert got[0] == pytest.approx(pedestal / (0.1 + pedestal)) and np.isnan(got[1])
 
 
 def test_blend_mode_fills_the_contamination_column():
-    s = simulate_blend(SimConfig(bands=("r", "i"), noise="none"), seed=0, split="train", index=2)
+    s = simulate_scene(SimConfig(bands=("r", "i"), noise="none"), seed=0, split="train", index=2)
     c = s.truth["contamination"]
     assert c.shape == (s.n_galaxies,) and np.all((c >= 0) & (c <= 1))
     own = s.isolated[: s.n_galaxies, 0].astype(np.float64)
-    np.testing.assert_allclose(c, field.contamination(own, own.sum(axis=0), float(s.noise_sigma[0])), rtol=1e-5)
+    np.testing.assert_allclose(c, contamination(own, own.sum(axis=0), float(s.noise_sigma[0])), rtol=1e-5)
 
 
-def test_small_sky_measures_the_bright_inner_galaxies():
-    c = SimConfig(mode="field")
-    sky = field.simulate_sky(c, area_arcmin2=1.0, seed=3, keep_image=True)
-    measured = sky.inner & sky.bright
-    assert measured.sum() > 20
-    assert np.array_equal(np.isfinite(sky.contamination), measured)
-    assert np.all((sky.contamination[measured] >= 0) & (sky.contamination[measured] <= 1))
-    assert sky.area_arcmin2 == pytest.approx(1.0, rel=0.02)
-    # Each galaxy's postage stamp holds its whole flux; the image gets the part of
-    # it inside the image: all of it for stamps wholly inside, never more.
-    side = sky.image.shape[0]
-    half = field._postage_size(sky.hlr_bulge, sky.hlr_disk, c.pixel_scale) // 2
-    cx, cy = np.rint(sky.x), np.rint(sky.y)
-    whole = (cx - half >= 0) & (cx + half <= side) & (cy - half >= 0) & (cy + half <= side)
-    assert 0 < sky.flux[whole].sum() < sky.flux.sum()
-    assert sky.flux[whole].sum() * (1 - 1e-4) < sky.image.sum() < sky.flux.sum() * (1 + 1e-4)
-    again = field.simulate_sky(c, area_arcmin2=1.0, seed=3)
-    np.testing.assert_array_equal(again.contamination, sky.contamination)
-    assert again.image is None
-    with pytest.raises(ConfigError, match=r"area_arcmin2 must be in \(0, 3600\] arcmin\^2, got 0"):
-        field.simulate_sky(c, area_arcmin2=0)

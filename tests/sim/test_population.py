@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from deblendkit.sim import seds
 from deblendkit.config import SimConfig
+from deblendkit.sim import seds
 from deblendkit.sim.population import sample_magnitudes, sample_population
 from deblendkit.sim.survey import bandpass
 

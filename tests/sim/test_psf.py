@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from deblendkit.config import SimConfig
-from deblendkit.storage.files import read_dataset
 from deblendkit.sim.psf import psf_images, scene_psfs
+from deblendkit.sim.survey import get_survey
+from deblendkit.storage.files import read_dataset
 
 
 def image_fwhm(img: np.ndarray, scale: float) -> float:
@@ -39,8 +40,8 @@ def test_image_fwhm_helper_on_a_gaussian():
 @pytest.mark.parametrize("model", ["kolmogorov", "moffat"])
 def test_scene_psfs_share_one_seeing_factor(model):
     config = SimConfig(psf_model=model, moffat_beta=3.0)
-    survey = config.survey_obj
-    median = np.array([survey.band(b).psf_fwhm for b in config.band_names])
+    survey = get_survey(config.survey)
+    median = np.array([survey.band(b).psf_fwhm for b in config.simulated_bands])
     factors = []
     for seed in range(200):
         psfs, fwhm = scene_psfs(config, np.random.default_rng(seed))
@@ -61,7 +62,7 @@ def test_scene_psfs_share_one_seeing_factor(model):
 def test_no_seeing_scatter_gives_the_survey_median():
     config = SimConfig(seeing_scatter=0.0)
     _, fwhm = scene_psfs(config, np.random.default_rng(0))
-    np.testing.assert_array_equal(fwhm, [config.survey_obj.band(b).psf_fwhm for b in config.band_names])
+    np.testing.assert_array_equal(fwhm, [get_survey(config.survey).band(b).psf_fwhm for b in config.simulated_bands])
 
 
 @pytest.mark.parametrize("fwhm", [0.5, 0.81, 1.2])
@@ -85,14 +86,14 @@ def test_psf_image_unit_sum_centred_and_of_the_right_width(fwhm):
 def test_stored_psfs_of_a_data_file(small_data_dir):
     ds = read_dataset(small_data_dir / "train.h5")
     config = SimConfig.from_dict(ds.attrs["config"])  # read_dataset decodes the JSON
-    survey = config.survey_obj
+    survey = get_survey(config.survey)
     psf = ds.psf.astype(np.float64)
     n, c, p, _ = psf.shape
-    assert (c, p) == (len(config.band_names), config.psf_size)
+    assert (c, p) == (len(config.simulated_bands), config.psf_size)
     np.testing.assert_allclose(psf.sum(axis=(-2, -1)), 1.0, atol=1e-5)
     centre = p // 2
     for i in range(n):
-        for b, band in enumerate(config.band_names):
+        for b, band in enumerate(config.simulated_bands):
             cx, cy = first_moment(psf[i, b])
             assert abs(cx - centre) < 1e-3 and abs(cy - centre) < 1e-3
             # FWHM within 10% of the survey median times the seeing-factor range
@@ -103,6 +104,6 @@ def test_stored_psfs_of_a_data_file(small_data_dir):
             assert 0.9 * median / spread <= measured <= 1.1 * median * spread, (i, band, measured)
     # One atmosphere per scene: the measured widths of the bands move together.
     widths = np.array([[image_fwhm(psf[i, b], config.pixel_scale) for b in range(c)] for i in range(n)])
-    median = np.array([survey.band(b).psf_fwhm for b in config.band_names])
+    median = np.array([survey.band(b).psf_fwhm for b in config.simulated_bands])
     factor = widths / median
     assert np.corrcoef(factor[:, 0], factor[:, -1])[0, 1] > 0.9

@@ -17,10 +17,11 @@ import numpy as np
 import pytest
 from scipy.optimize import minimize_scalar
 
-from deblendkit.sim import render
-from deblendkit.sim import seds
 from deblendkit.config import SimConfig
-from deblendkit.sim.blend_mode import scene_parameters, simulate_blend
+from deblendkit.sim import render, seds
+from deblendkit.sim.blend_mode import scene_parameters, simulate_blend_mode
+from deblendkit.sim.population import sample_population
+from deblendkit.sim.survey import get_survey
 
 PEAK_TOL = 1e-3
 FLUX_TOL = 3e-4
@@ -171,12 +172,12 @@ def test_integer_shift_moves_the_image_by_whole_pixels():
 
 
 # --------------------------------------------------------------------------
-# Through simulate_blend: galaxies rebuilt from the truth table
+# Through simulate_blend_mode: galaxies rebuilt from the truth table
 # --------------------------------------------------------------------------
 def _seeing_factor(sample, config):
     """The scene's seeing factor, recovered by fitting the stored PSF images."""
-    survey = config.survey_obj
-    median = [survey.band(b).psf_fwhm for b in config.band_names]
+    survey = get_survey(config.survey)
+    median = [survey.band(b).psf_fwhm for b in config.simulated_bands]
 
     def loss(factor):
         total = 0.0
@@ -196,16 +197,16 @@ def _seeing_factor(sample, config):
 @pytest.mark.parametrize("index", [0, 1, 2])
 def test_simulated_isolated_images_match_converged_galsim(index):
     config = SimConfig(stamp_size=32, psf_size=15, edge_margin=6)
-    sample = simulate_blend(config, seed=3, split="train", index=index)
+    sample = simulate_blend_mode(config, seed=3, split="train", index=index)
     truth, n = sample.truth, sample.n_galaxies
     # Per-component band fluxes are not stored; they follow from the truth row: the
     # reference-band total flux split by bulge_fraction, each part coloured by its SED
     # template at the galaxy's redshift.
-    table = seds.colour_table(config.survey, config.band_names, config.ref_band)
-    f_ref = truth[f"flux_{config.ref_band}"]
+    table = seds.colour_table(config.survey, config.simulated_bands, config.magnitude_band)
+    f_ref = truth[f"flux_{config.magnitude_band}"]
     fb = (truth["bulge_fraction"] * f_ref)[:, None] * seds.band_flux_ratios(table, truth["sed_bulge"], truth["redshift"])
     fd = ((1 - truth["bulge_fraction"]) * f_ref)[:, None] * seds.band_flux_ratios(table, truth["sed_disk"], truth["redshift"])
-    total = np.stack([truth[f"flux_{b}"] for b in config.band_names], axis=1)
+    total = np.stack([truth[f"flux_{b}"] for b in config.simulated_bands], axis=1)
     np.testing.assert_allclose(fb + fd, total, rtol=1e-12)  # the rebuild is exact
     factor, median = _seeing_factor(sample, config)
     psfs = [galsim.Kolmogorov(fwhm=m * factor) for m in median]
@@ -233,3 +234,43 @@ def test_fft_psf_images_match_galsim_drawimage(fwhm):
     assert got.dtype == np.float32 and got.shape == (2, 25, 25)
     np.testing.assert_allclose(got.sum(axis=(1, 2)), 1.0, rtol=1e-6)
     assert np.abs(got - ref).max() < 1e-4 * ref.max()
+
+
+# --------------------------------------------------------------------------
+# numpy k-space rendering (field mode's faint galaxies, the sky)
+# --------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def field_config():
+    return SimConfig(mode="field", bands=("g", "r", "i"), noise="none")
+
+
+def test_component_profiles_match_galsim_k_images():
+    n, scale = 96, 0.2
+    dk = 2 * np.pi / (n * scale)
+    ky = 2 * np.pi * np.fft.fftfreq(n, d=scale)
+    kx = 2 * np.pi * np.fft.rfftfreq(n, d=scale)
+    hb, hd, e1, e2 = np.array([0.08, 0.6]), np.array([0.3, 1.5]), np.array([0.3, -0.1]), np.array([-0.2, 0.5])
+    kb, kd = render.component_k(hb, hd, e1, e2, kx, ky)
+    for j in range(2):
+        shear = galsim.Shear(g1=e1[j], g2=e2[j])
+        ref_b = render._k_image(galsim.DeVaucouleurs(half_light_radius=hb[j]).shear(shear), n, dk)
+        ref_d = render._k_image(galsim.Exponential(half_light_radius=hd[j]).shear(shear), n, dk)
+        np.testing.assert_allclose(kb[j], ref_b, atol=1e-5)
+        np.testing.assert_allclose(kd[j], ref_d, atol=1e-12)
+
+
+def test_render_sum_equals_the_sum_of_render_galaxies(field_config):
+    rng = np.random.default_rng(7)
+    g = sample_population(field_config, rng, 9, mag=rng.uniform(22, 27, 9))
+    fb = rng.uniform(1e3, 1e5, (9, 3)) * g.bulge_fraction[:, None]
+    fd = rng.uniform(1e3, 1e5, (9, 3)) * (1 - g.bulge_fraction[:, None])
+    pos = rng.uniform(-20, 67, (9, 2))  # in the stamp and in the margin
+    psfs = [galsim.Kolmogorov(fwhm=f) for f in (0.9, 0.8, 0.75)]
+    kw = dict(positions=pos, psfs=psfs, stamp_size=48, pixel_scale=0.2, fft_size=150)
+    bulges, disks = render.component_profiles(g.hlr_bulge, g.hlr_disk, g.e1, g.e2)
+    ref = render.render_galaxies(bulges=bulges, disks=disks, flux_bulge=fb, flux_disk=fd, **kw).sum(axis=0)
+    got = render.render_sum(galaxies=g, flux_bulge=fb, flux_disk=fd, chunk=4, **kw)
+    assert got.shape == (3, 48, 48)
+    np.testing.assert_allclose(got, ref, atol=1e-5 * ref.max())
+    empty = render.render_sum(galaxies=g.take([]), flux_bulge=fb[:0], flux_disk=fd[:0], **kw)
+    assert empty.shape == (3, 48, 48) and not empty.any()

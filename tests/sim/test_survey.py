@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import surveycodex
 
-from deblendkit.sim import render
 from deblendkit.config import SimConfig
 from deblendkit.errors import ConfigError
-from deblendkit.sim.blend_mode import simulate_blend
+from deblendkit.sim import render
+from deblendkit.sim.blend_mode import simulate_blend_mode
 from deblendkit.sim.survey import available_surveys, bandpass, get_survey
 
 SURVEYS = ("LSST", "HSC", "Euclid_VIS")
@@ -48,9 +48,9 @@ def test_lsst_is_the_documented_default():
     assert survey.band("r").psf_fwhm == pytest.approx(0.81)
     config = SimConfig()
     assert config.survey == "LSST"
-    assert config.band_names == survey.band_names
+    assert config.simulated_bands == survey.band_names
     assert config.pixel_scale == survey.pixel_scale
-    assert config.ref_band == "i"
+    assert config.magnitude_band == "i"
 
 
 def test_available_surveys_lists_the_selectable_ones():
@@ -133,7 +133,7 @@ def test_euclid_vis_bandpass_is_the_instrument_top_hat():
 # Another survey is one config away
 # --------------------------------------------------------------------------
 def _check_sample(sample, config):
-    k, c, w = config.max_galaxies, len(config.band_names), config.stamp_size
+    k, c, w = config.max_galaxies, len(config.simulated_bands), config.stamp_size
     assert sample.blend.shape == (c, w, w)
     assert sample.isolated.shape == (k, c, w, w)
     assert sample.psf.shape == (c, config.psf_size, config.psf_size)
@@ -145,22 +145,22 @@ def _check_sample(sample, config):
     assert np.all(sample.isolated[:n].sum(axis=(-2, -1)) > 0)
     assert not np.any(sample.isolated[n:])
     np.testing.assert_allclose(sample.psf.sum(axis=(-2, -1)), 1.0, rtol=1e-5)
-    survey = config.survey_obj
-    sky_sigma = [np.sqrt(survey.sky_adu_per_pixel(b) / survey.gain) for b in config.band_names]
+    survey = get_survey(config.survey)
+    sky_sigma = [np.sqrt(survey.sky_adu_per_pixel(b) / survey.gain) for b in config.simulated_bands]
     np.testing.assert_allclose(sample.noise_sigma, sky_sigma, rtol=1e-6)
 
 
 def test_hsc_blend_has_five_bands_at_its_pixel_scale():
     config = SimConfig(survey="HSC", stamp_size=32, psf_size=15, edge_margin=6, max_galaxies=3)
-    assert config.band_names == ("g", "r", "i", "z", "y")
+    assert config.simulated_bands == ("g", "r", "i", "z", "y")
     assert config.pixel_scale == pytest.approx(0.168)
-    sample = simulate_blend(config, seed=5, split="train", index=0)
+    sample = simulate_blend_mode(config, seed=5, split="train", index=0)
     _check_sample(sample, config)
 
 
 def test_euclid_vis_blend_uses_the_folding_path(monkeypatch):
     config = SimConfig(survey="Euclid_VIS", stamp_size=32, psf_size=15, edge_margin=6, max_galaxies=3)
-    assert config.band_names == ("IE",)
+    assert config.simulated_bands == ("IE",)
     assert config.pixel_scale == pytest.approx(0.1)
     # The 0.17" VIS PSF at 0.1"/pixel is undersampled: the renderer must fold k-space.
     psf = galsim.Kolmogorov(fwhm=get_survey("Euclid_VIS").band("IE").psf_fwhm)
@@ -173,6 +173,6 @@ def test_euclid_vis_blend_uses_the_folding_path(monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(render, "_render_wrapped", spy)
-    sample = simulate_blend(config, seed=5, split="train", index=0)
+    sample = simulate_blend_mode(config, seed=5, split="train", index=0)
     assert calls and calls[0] > 1
     _check_sample(sample, config)
