@@ -25,7 +25,7 @@ import numpy as np
 from deblendkit._checks import non_negative_int, positive_int
 from deblendkit._progress import progress as progress_counter
 from deblendkit.config import SimConfig
-from deblendkit.errors import ConfigError, DataFileError
+from deblendkit.errors import ConfigError, DataFileError, DeblendKitError
 from deblendkit.generation.chunk_store import ChunkInfo, ChunkStore, simulate_to_store
 from deblendkit.generation.chunks import chunk_bounds
 from deblendkit.generation.dask_executor import dask_client, is_dask_client
@@ -180,14 +180,23 @@ def _open(config: SimConfig, *, path: Any, split: str, n_blends: int, seed: int,
 
 
 def _simulate(store: ChunkStore, config: SimConfig, *, seed: int, split: str, todo: list, n_jobs: int,
-              scheduler: Any, on_done: Any) -> str:
-    """Run the chunks ``todo`` locally or on Dask; return what ran them (for the log)."""
-    if scheduler is None:
-        run_chunks(store, config, seed=seed, split=split, bounds=todo, n_jobs=n_jobs, on_done=on_done)
-        return "this process" if n_jobs == 1 or len(todo) <= 1 else f"{n_jobs} local processes"
-    with dask_client(scheduler, n_workers=n_jobs) as client:
-        run_chunks(store, config, seed=seed, split=split, bounds=todo, client=client, on_done=on_done)
-    return "Dask" if is_dask_client(scheduler) else f"Dask ({scheduler})"
+              scheduler: Any, on_done: Any, stop: StopSignal) -> str:
+    """Run the chunks ``todo`` locally or on Dask; return what ran them (for the log).
+
+    A worker that died of the signal that also asked this process to stop
+    (Ctrl-C or a batch system's SIGTERM reach the whole process group, and
+    pool workers obey them) is an interrupt, not a failure: KeyboardInterrupt.
+    """
+    try:
+        if scheduler is None:
+            run_chunks(store, config, seed=seed, split=split, bounds=todo, n_jobs=n_jobs, on_done=on_done)
+            return "this process" if n_jobs == 1 or len(todo) <= 1 else f"{n_jobs} local processes"
+        with dask_client(scheduler, n_workers=n_jobs) as client:
+            run_chunks(store, config, seed=seed, split=split, bounds=todo, client=client, on_done=on_done)
+        return "Dask" if is_dask_client(scheduler) else f"Dask ({scheduler})"
+    except DeblendKitError:
+        stop.check()
+        raise
 
 
 def generate_split(config: SimConfig, *, path: str | os.PathLike, split: str, n_blends: int, seed: int,
@@ -257,7 +266,7 @@ def generate_split(config: SimConfig, *, path: str | os.PathLike, split: str, n_
     with stop.running(), writer:  # from here a signal's stop request is seen at the next chunk
         assembly.assemble_ready()  # chunks reused from an interrupted run
         how = _simulate(store, config, seed=seed, split=split, todo=todo, n_jobs=n_jobs,
-                        scheduler=scheduler, on_done=assembly.on_done)
+                        scheduler=scheduler, on_done=assembly.on_done, stop=stop)
         bar.close()
         t_sim = time.perf_counter() - t0
         chunk_bytes = store.nbytes()
