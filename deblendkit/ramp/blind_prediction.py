@@ -16,8 +16,10 @@ structured array of dtype :func:`prediction_dtype` (fields ``centers``,
 The ground truth rampwf holds in the same class is a structured array of
 dtype :func:`truth_dtype` (made by :mod:`deblendkit.ramp.blind_problem`):
 ``centers`` (K, 2) NaN in empty slots, ``isolated`` (K, C, S, S), ``n_galaxies``,
-``mag`` (K,) reference-band AB magnitude, ``blendedness`` (K,) and
-``match_radius`` (pixels).
+``mag`` (K,) reference-band AB magnitude, ``blendedness`` (K,),
+``match_radius`` (pixels) and ``faint_centers`` (8 K, 2): the centres of
+unlabelled galaxies (field mode; in the stamp or its margin, the brightest
+first, NaN padded), near which a detection is ignored rather than counted spurious.
 
 A row of predictions is *valid* (predicted) unless its images are all NaN:
 that is how rampwf's empty containers and the rows of training blends the
@@ -44,6 +46,10 @@ def prediction_dtype(k_out: int, n_bands: int, stamp_size: int) -> np.dtype:
                      ("images", np.float32, (k_out, n_bands, stamp_size, stamp_size))])
 
 
+#: Slots for the centres of unlabelled galaxies in the truth, per labelled slot.
+FAINT_PER_SLOT = 8
+
+
 def truth_dtype(max_galaxies: int, n_bands: int, stamp_size: int) -> np.dtype:
     """Structured dtype of one blend's truth (see the module doc)."""
     k = max_galaxies
@@ -52,7 +58,8 @@ def truth_dtype(max_galaxies: int, n_bands: int, stamp_size: int) -> np.dtype:
                      ("n_galaxies", np.int32),
                      ("mag", np.float32, (k,)),
                      ("blendedness", np.float32, (k,)),
-                     ("match_radius", np.float32)])
+                     ("match_radius", np.float32),
+                     ("faint_centers", np.float32, (FAINT_PER_SLOT * k, 2))])
 
 
 def empty_output(n: int, *, k_out: int, n_bands: int, stamp_size: int) -> tuple[np.ndarray, np.ndarray]:

@@ -140,6 +140,14 @@ def truth_array(ds) -> np.ndarray:
     y["mag"][bi, sl] = lab[f"mag_{band}"].to_numpy()
     y["blendedness"][bi, sl] = lab["blendedness"].to_numpy()
     y["match_radius"] = match_radius(ds.psf)
+    y["faint_centers"] = np.nan
+    # Unlabelled galaxies, in the stamp or in the margin (their light reaches the edge).
+    faint = t[t["slot"] < 0]
+    faint = faint.sort_values(["blend_index", f"mag_{band}"], kind="stable")
+    room = y["faint_centers"].shape[1]
+    for b, rows in faint.groupby("blend_index", sort=False):
+        xy = rows[["x", "y"]].to_numpy()[:room]
+        y["faint_centers"][int(b) - ds.start, : len(xy)] = xy
     return y
 
 

@@ -16,7 +16,9 @@ score ``1 - min(1, ||y_hat - y|| / ||y||)`` of the matched detection's image
 
     blind = sum over true sources of deblend / (n_true + n_spurious)
 
-over the whole set: 1 is perfect, each missed or invented source costs. With
+over the whole set (an unmatched detection within the match radius of an
+unlabelled field-mode galaxy, ``faint_centers``, is ignored: neither matched
+nor spurious): 1 is perfect, each missed or invented source costs. With
 the true centres as detections and the true images it is 1, and with the true
 centres and any images it equals the first track's score of those images.
 
@@ -38,7 +40,7 @@ import pandas as pd
 
 from deblendkit.errors import ConfigError, PredictionError
 from deblendkit.scoring import galaxy_table, summarize
-from deblendkit.scoring.matching import match_catalogue
+from deblendkit.scoring.matching import match_catalogue, near_any
 
 __all__ = ["BlindResult", "blind_evaluate", "blind_summary", "breakdown", "MAG_BINS",
            "BLENDEDNESS_BINS"]
@@ -64,6 +66,8 @@ class BlindResult:
         (``flux_err_<band>``, ...; computed on the matched image, meaningful
         only where ``matched``).
     n_detections, n_spurious : ndarray of int, (n_blends,)
+        Both without the ignored detections (unmatched, within the match
+        radius of an unlabelled galaxy's centre, ``faint_centers``).
     """
 
     def __init__(self, sources: pd.DataFrame, n_detections: np.ndarray, n_spurious: np.ndarray):
@@ -94,7 +98,11 @@ def _match_chunk(yt: np.ndarray, yp: np.ndarray, offset: int):
         det = np.flatnonzero(np.isfinite(yp["centers"][i, :, 0]))
         m = match_catalogue(yt["centers"][i, slots], yp["centers"][i, det],
                             radius=float(yt["match_radius"][i]))
-        n_det[i], n_spur[i] = len(det), m.n_spurious
+        # A spurious detection near an unlabelled (field-mode) galaxy is ignored.
+        faint = yt["faint_centers"][i]
+        faint = faint[np.isfinite(faint[:, 0])]
+        ignored = m.spurious & near_any(yp["centers"][i, det], faint, radius=float(yt["match_radius"][i]))
+        n_det[i], n_spur[i] = len(det) - int(ignored.sum()), m.n_spurious - int(ignored.sum())
         for j, k in enumerate(slots):
             d = int(m.detection_of[j])
             if d >= 0:
@@ -125,7 +133,8 @@ def blind_evaluate(y_true, y_pred, *, bands: Sequence[str] | None = None,
     PredictionError
         Missing fields, different numbers of blends, or non-finite images.
     """
-    yt = _fields(y_true, ("centers", "isolated", "n_galaxies", "mag", "blendedness", "match_radius"),
+    yt = _fields(y_true, ("centers", "isolated", "n_galaxies", "mag", "blendedness", "match_radius",
+                  "faint_centers"),
                  "the ground truth")
     yp = _fields(y_pred, ("centers", "images"), "the predictions")
     if len(yt) != len(yp):

@@ -37,7 +37,7 @@ from scipy.optimize import linear_sum_assignment
 
 from deblendkit.errors import ConfigError
 
-__all__ = ["FORBIDDEN", "MIN_MATCH_RADIUS", "Match", "match_catalogue", "psf_fwhm"]
+__all__ = ["FORBIDDEN", "MIN_MATCH_RADIUS", "Match", "match_catalogue", "near_any", "psf_fwhm"]
 
 #: Added to the cost of a pair farther apart than the match radius.
 FORBIDDEN = 1.0e6
@@ -139,6 +139,15 @@ def match_catalogue(true_xy, det_xy, *, radius: float) -> Match:
     unrecognised = (detection_of < 0) & (allowed & taken[None, :]).any(axis=1)
     return Match(detection_of=detection_of, distance=distance, spurious=~taken,
                  unrecognised=unrecognised)
+
+
+def near_any(xy, others, *, radius: float) -> np.ndarray:
+    """Which points of ``xy`` (n, 2) lie within ``radius`` pixels of a point of ``others`` (m, 2)."""
+    a, b = _points(xy, "points"), _points(others, "other points")
+    if not len(a) or not len(b):
+        return np.zeros(len(a), dtype=bool)
+    dist = np.hypot(a[:, None, 0] - b[None, :, 0], a[:, None, 1] - b[None, :, 1])
+    return (dist <= radius).any(axis=1)
 
 
 def psf_fwhm(psf) -> np.ndarray:

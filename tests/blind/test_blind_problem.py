@@ -127,6 +127,7 @@ def test_truth_from_the_mini_file_and_perfect_scores():
                for i in range(len(y)))
     assert all(np.isfinite(y["mag"][i, :n[i]]).all() for i in range(len(y)))
     assert ((y["match_radius"] >= 2.0) & (y["match_radius"] < 10.0)).all()
+    assert np.isnan(y["faint_centers"]).all()  # blend mode: every galaxy is labelled
     c, im = pack_catalogues([(y["centers"][i, :n[i]], y["isolated"][i, :n[i]]) for i in range(len(y))],
                             k_out=X.k_out, n_bands=X.n_bands, stamp_size=X.stamp_size)
     pred = check_output((c, im), n_blends=len(X), k_out=X.k_out, n_bands=X.n_bands, stamp_size=X.stamp_size)

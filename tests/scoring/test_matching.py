@@ -32,6 +32,7 @@ def truth(n_gal=3, radius=2.0):
     y["mag"][0] = [21.0, 23.5, 25.5]
     y["blendedness"][0] = [0.05, 0.3, 0.7]
     y["match_radius"] = radius
+    y["faint_centers"] = np.nan  # no unlabelled galaxies (blend mode)
     return y
 
 
@@ -50,6 +51,20 @@ def test_perfect_catalogue_scores_one():
     s = summary(y, catalogue(CENTRES, y["isolated"][0]))
     assert s["blind"] == 1.0 and s["recall"] == 1.0 and s["precision"] == 1.0 and s["f1"] == 1.0
     assert s["unrecognised"] == 0.0 and s["flux_scatter_r"] == 0.0
+
+
+def test_detection_of_an_unlabelled_galaxy_is_ignored():
+    # Field mode: an unmatched detection within the radius of an unlabelled galaxy is neither
+    # matched nor spurious; one farther away is spurious.
+    y = truth(radius=2.0)
+    y["faint_centers"][0, 0] = (14.0, 14.0)
+    xy = np.vstack([CENTRES, [[14.5, 13.0]]])
+    images = np.concatenate([y["isolated"][0], blob(14.5, 13.0)[None]])
+    s = summary(y, catalogue(xy, images))
+    assert s["blind"] == 1.0 and s["precision"] == 1.0 and s["n_detections"] == 3 and s["n_spurious"] == 0
+    xy[3] = (14.0, 10.0)  # 4 px away from it
+    s = summary(y, catalogue(xy, images))
+    assert s["blind"] == pytest.approx(3 / 4) and s["n_spurious"] == 1
 
 
 def test_true_centres_equal_the_first_track_score():
