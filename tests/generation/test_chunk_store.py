@@ -132,7 +132,7 @@ def test_damaged_chunk_is_redone(config, tmp_path, reference, monkeypatch, caplo
     calls = []
     real = chunk_store.simulate_chunk
     monkeypatch.setattr(chunk_store, "simulate_chunk", lambda *a: calls.append(a[3:]) or real(*a))
-    with caplog.at_level(logging.WARNING, logger="deblendkit.generation.executors"):
+    with caplog.at_level(logging.WARNING, logger="deblendkit.generation.chunk_store"):
         out = make(config, tmp_path / "train.h5")
     assert calls == [(3, 6)]
     assert out.chunks_reused == 3
@@ -161,7 +161,7 @@ def test_chunk_damaged_after_simulation_is_redone_at_assembly(config, tmp_path, 
 def test_chunks_of_another_config_or_seed_are_not_reused(config, tmp_path, caplog):
     make(config, tmp_path / "train.h5", keep_chunks=True)
     (tmp_path / "train.h5").unlink()
-    with caplog.at_level(logging.WARNING, logger="deblendkit.generation.executors"):
+    with caplog.at_level(logging.WARNING, logger="deblendkit.generation.chunk_store"):
         out = generate_split(config, path=tmp_path / "train.h5", split="train", n_blends=10, seed=8,
                              chunk_size=3, progress=False)
     assert out.chunks_reused == 0
