@@ -17,8 +17,7 @@ from collections.abc import Sequence
 
 from deblendkit.config import SimConfig, load_config
 from deblendkit.errors import ConfigError, DataFileError, DeblendKitError
-from deblendkit.report.realism import Sample, format_report, make_plots, run_checks, sample_from_file, \
-    sample_from_sky
+from deblendkit.report.realism import Sample, format_report, make_plots, run_checks, sample_from_file, sample_from_sky
 from deblendkit.sim.sky import simulate_sky
 
 __all__ = ["build_parser", "main"]

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from deblendkit.report import results as R
 from deblendkit.errors import ConfigError, DataFileError, PredictionError
+from deblendkit.report import results as R
 from deblendkit.storage.files import read_dataset
 
 

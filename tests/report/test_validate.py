@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 
 from deblendkit.cli import validate as validate_cli
-from deblendkit.report import realism as validate
 from deblendkit.config import SimConfig
+from deblendkit.report import realism as validate
+from deblendkit.sim.modes import simulate_scene
+from deblendkit.sim.population import sample_magnitudes
 from deblendkit.sim.sky import simulate_sky
 from deblendkit.storage.files import DatasetWriter, truth_dtype
-from deblendkit.sim.population import sample_magnitudes
-from deblendkit.sim.modes import simulate_scene
 
 
 def write_file(path, config: SimConfig, n_blends: int, seed: int = 0, split: str = "train") -> None:
