@@ -23,7 +23,7 @@ from deblendkit.errors import DeblendKitError
 from deblendkit.report.collect import SubmissionResults, collect, data_provenance
 from deblendkit.report.page import render_html
 from deblendkit.report.references import ReferenceRow, reference_rows
-from deblendkit.report.table import leaderboard_table, render_markdown
+from deblendkit.report.table import check_rank_by, leaderboard_table, render_markdown
 
 __all__ = ["reference_data_file", "build"]
 
@@ -95,6 +95,7 @@ def build(submissions_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
     ConfigError
         ``submissions_dir`` is missing or ``rank_by`` unknown.
     """
+    check_rank_by(rank_by)  # before the reference scores are computed
     results = collect(submissions_dir)
     refs = _references(results, data_dir, reference_blends) if references else []
     table = leaderboard_table(results, rank_by=rank_by, references=refs)

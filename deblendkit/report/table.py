@@ -26,6 +26,7 @@ from deblendkit.report.references import ReferenceRow
 __all__ = [
     "RANK_STEPS",
     "STATUS_REFERENCE",
+    "check_rank_by",
     "lower_is_better",
     "score_directions",
     "leaderboard_table",
@@ -61,6 +62,14 @@ def lower_is_better(score: str) -> bool | None:
 def score_directions(names: Iterable[str]) -> dict[str, bool]:
     """``{score name: is_lower_the_better}`` of the known scores among ``names``."""
     return {s: d for s in names if (d := lower_is_better(s)) is not None}
+
+
+def check_rank_by(rank_by: str) -> str:
+    """``rank_by`` if it is one of :data:`RANK_STEPS`; else a ConfigError naming them."""
+    if rank_by not in RANK_STEPS:
+        raise ConfigError(f"rank_by must be one of {list(RANK_STEPS)}, got {rank_by!r}",
+                          value=rank_by, allowed=RANK_STEPS)
+    return rank_by
 
 
 def _score_names(results: Sequence[SubmissionResults]) -> list[str]:
@@ -182,9 +191,7 @@ def leaderboard_table(results: Sequence[SubmissionResults], *, rank_by: str = "v
         ``rank_by`` is not one of :data:`RANK_STEPS`, or ``score`` is not
         among the scores found.
     """
-    if rank_by not in RANK_STEPS:
-        raise ConfigError(f"rank_by must be one of {list(RANK_STEPS)}, got {rank_by!r}",
-                          value=rank_by, allowed=RANK_STEPS)
+    check_rank_by(rank_by)
     names = _score_names(results)
     if not names:  # no submission was scored: the references' scores make the columns
         names = list(dict.fromkeys(s for r in references for s in r.scores))

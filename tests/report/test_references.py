@@ -187,3 +187,15 @@ def test_cli_refuses_a_bad_reference_blends(subs, tmp_path, capsys):  # noqa: F8
     argv = ["--submissions", str(subs), "--out", str(tmp_path / "o"), "--reference-blends", "0"]
     assert cli_leaderboard.main(argv) == 2
     assert capsys.readouterr().err == "error: --reference-blends must be a positive integer, got 0\n"
+
+
+def test_a_bad_rank_by_is_refused_before_the_references_are_computed(subs, tmp_path, monkeypatch):  # noqa: F811
+    calls = []
+    monkeypatch.setattr(refs_module, "reference_scores", _stub(calls))
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "test.h5").write_bytes(b"")
+    with pytest.raises(ConfigError, match=r"rank_by must be one of \['valid', 'test', 'bagged_valid', "
+                                          r"'bagged_test'\], got 'train'") as info:
+        report.build(subs, tmp_path / "lb", data_dir=tmp_path / "data", rank_by="train")
+    assert info.value.value == "train" and info.value.allowed == report.RANK_STEPS
+    assert calls == []
