@@ -27,4 +27,4 @@ def test_ramp_test_quick(name):
 
 
 def test_every_baseline_is_collected():
-    assert {"sep_detect", "sep_forward"} <= set(NAMES)
+    assert {"sep_detect", "sep_forward", "sep_tuned"} <= set(NAMES)
