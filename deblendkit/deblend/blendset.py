@@ -21,21 +21,25 @@ from typing import Any
 
 import numpy as np
 
-from deblendkit.storage import files as _io
+from deblendkit._checks import positive_int
 from deblendkit.errors import ConfigError
+from deblendkit.storage import (
+    DTYPES,
+    INPUT_DATASETS,
+    FileLayout,
+    H5Source,
+    check_bands,
+    check_content,
+    open_data_file,
+    read_checked,
+    read_layout,
+)
 
 __all__ = ["BlendSet", "load_split"]
 
 logger = logging.getLogger(__name__)
 
-_FIELDS: tuple[str, ...] = ("blend", "psf", "noise_sigma", "centers", "n_galaxies")
-_DTYPES = {
-    "blend": np.dtype(np.float32),
-    "psf": np.dtype(np.float32),
-    "noise_sigma": np.dtype(np.float32),
-    "centers": np.dtype(np.float32),
-    "n_galaxies": np.dtype(np.int32),
-}
+_FIELDS: tuple[str, ...] = INPUT_DATASETS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,7 +101,7 @@ class _MemorySource:
 class _FileSource:
     """Root arrays read from a data file on demand (picklable: path and layout)."""
 
-    def __init__(self, source: _io.H5Source) -> None:
+    def __init__(self, source: H5Source) -> None:
         self.h5 = source
 
     def read(self, name: str, index: np.ndarray | None) -> np.ndarray:
@@ -120,7 +124,7 @@ def _check_arrays(
     arrays: dict[str, Any], bands: Any, pixel_scale: Any
 ) -> tuple[dict[str, np.ndarray], _Meta]:
     """Validate user-given arrays (ConfigError naming the problem)."""
-    bands = _io._check_bands(bands)
+    bands = check_bands(bands)
     if (
         isinstance(pixel_scale, bool)
         or not isinstance(pixel_scale, numbers.Real)
@@ -134,7 +138,7 @@ def _check_arrays(
         kinds = "iu" if name == "n_galaxies" else "fiu"
         if arr.dtype.kind not in kinds:
             raise ConfigError(f"{name} must be numeric, got dtype {arr.dtype}")
-        out[name] = arr.astype(_DTYPES[name], copy=False)
+        out[name] = arr.astype(DTYPES[name], copy=False)
     blend = out["blend"]
     if blend.ndim != 4 or blend.shape[2] != blend.shape[3]:
         raise ConfigError(f"blend must have shape (n, C, H, W) with H == W, got {blend.shape}")
@@ -273,7 +277,7 @@ class BlendSet:
         if in_memory:
             X, _ = _load(path, with_labels=False)
             return X
-        h5 = _io.H5Source(path)
+        h5 = H5Source(path)
         return cls._subset(_FileSource(h5), None, _meta_of(h5.layout))
 
     # -- attributes ---------------------------------------------------------
@@ -399,14 +403,9 @@ class BlendSet:
         ConfigError
             ``batch_size`` is not a positive integer.
         """
-        if (
-            isinstance(batch_size, bool)
-            or not isinstance(batch_size, numbers.Integral)
-            or batch_size < 1
-        ):
-            raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
-        for start in range(0, len(self), int(batch_size)):
-            yield self[start : start + int(batch_size)]
+        batch_size = positive_int("batch_size", batch_size)
+        for start in range(0, len(self), batch_size):
+            yield self[start : start + batch_size]
 
     def close(self) -> None:
         """Release the file handle of a set read lazily from a file (reopens on use)."""
@@ -439,7 +438,7 @@ class BlendSet:
         )
 
 
-def _meta_of(layout: _io.FileLayout) -> _Meta:
+def _meta_of(layout: FileLayout) -> _Meta:
     return _Meta(
         bands=layout.bands,
         pixel_scale=layout.pixel_scale,
@@ -452,11 +451,11 @@ def _meta_of(layout: _io.FileLayout) -> _Meta:
 
 def _load(path: str | os.PathLike, *, with_labels: bool) -> tuple[BlendSet, np.ndarray | None]:
     """Read the X datasets (and ``isolated`` if asked) of a file into memory."""
-    with _io._open(path) as f:
-        layout = _io._layout(f, path)
-        arrays = {name: _io._read(f[name], slice(None), path) for name in _FIELDS}
-        _io._check_content(path, arrays["n_galaxies"], arrays["centers"], layout.max_galaxies)
-        y = _io._read(f["isolated"], slice(None), path) if with_labels else None
+    with open_data_file(path) as f:
+        layout = read_layout(f, path)
+        arrays = {name: read_checked(f[name], slice(None), path) for name in _FIELDS}
+        check_content(path, arrays["n_galaxies"], arrays["centers"], layout.max_galaxies)
+        y = read_checked(f["isolated"], slice(None), path) if with_labels else None
     X = BlendSet._subset(_MemorySource(arrays), None, _meta_of(layout))
     logger.debug("loaded %r from %s", X, path)
     return X, y

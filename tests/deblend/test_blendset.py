@@ -10,7 +10,7 @@ from sklearn.model_selection import KFold, ShuffleSplit
 
 from deblendkit.deblend.blendset import BlendSet, load_split
 from deblendkit.errors import ConfigError, DataFileError
-from deblendkit.storage.files import DatasetWriter, truth_dtype
+from deblendkit.storage import DatasetWriter, truth_dtype
 
 BANDS = ("g", "r")
 X_FIELDS = ("blend", "psf", "noise_sigma", "centers", "n_galaxies")
