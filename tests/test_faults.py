@@ -30,7 +30,7 @@ from deblendkit.errors import ConfigError, DataFileError, SubmissionError
 from deblendkit.generation import generate_split
 from deblendkit.ramp import problem as ramp_problem
 from deblendkit.ramp.workflow import DeblenderWorkflow
-from deblendkit.storage.files import PER_BLEND_DATASETS, read_dataset
+from deblendkit.storage import PER_BLEND_DATASETS, read_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = dict(stamp_size=20, psf_size=9, bands=("g", "r", "i"), max_galaxies=3, edge_margin=3)

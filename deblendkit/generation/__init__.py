@@ -12,7 +12,7 @@ Modules, in the order the data flows:
 - :mod:`~deblendkit.generation.split`: :func:`generate_split`, the whole of one data file.
 """
 from deblendkit.generation.chunk_store import CHUNK_FORMAT, ChunkInfo, ChunkStore, simulate_to_store
-from deblendkit.generation.chunks import PER_BLEND, Chunk, chunk_bounds, simulate_chunk
+from deblendkit.generation.chunks import Chunk, chunk_bounds, simulate_chunk
 from deblendkit.generation.dask_executor import dask_client, is_dask_client
 from deblendkit.generation.executors import run_chunks
 from deblendkit.generation.local_pool import start_method
@@ -22,7 +22,6 @@ from deblendkit.generation.stop import StopSignal
 
 __all__ = [
     "CHUNK_FORMAT",
-    "PER_BLEND",
     "Chunk",
     "ChunkInfo",
     "ChunkStore",

@@ -7,10 +7,10 @@ beside the output::
     data/_chunks/train/000000000-000000016.h5  blends [0, 16): arrays and truth rows (a rows file)
     data/_chunks/train/000000000-000000016.h5.sha256   its SHA-256, ``sha256sum -c`` format
 
-A chunk file is a small HDF5 *rows file* (:func:`deblendkit.storage.files.write_rows_file`)
+A chunk file is a small HDF5 *rows file* (:func:`deblendkit.storage.writer.write_rows_file`)
 whose datasets have the final file's chunking and filters: the worker that
 simulates a chunk also checks and compresses it, and the assembly copies the
-compressed chunks byte for byte (:meth:`deblendkit.storage.files.DatasetWriter.copy_rows`),
+compressed chunks byte for byte (:meth:`deblendkit.storage.writer.DatasetWriter.copy_rows`),
 so the serial part of a run is little more than file I/O.
 
 A chunk file and then its checksum file are written atomically (temporary file,
@@ -36,14 +36,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
-import numpy as np
 
 from deblendkit._fs import atomic_write_bytes, temp_name
 from deblendkit.config import SimConfig
 from deblendkit.errors import DataFileError, DeblendKitError
-from deblendkit.generation.chunks import PER_BLEND, Chunk, check_finite, simulate_chunk
+from deblendkit.generation.chunks import Chunk, check_finite, simulate_chunk
 from deblendkit.generation.provenance import package_versions
-from deblendkit.storage.files import truth_dtype, write_rows_file
+from deblendkit.storage import DTYPES, PER_BLEND_DATASETS, dataset_shapes, truth_dtype, write_rows_file
 
 __all__ = ["CHUNK_FORMAT", "MANIFEST", "ChunkInfo", "ChunkStore", "simulate_to_store", "chunk_failure"]
 
@@ -54,14 +53,6 @@ CHUNK_FORMAT = 1
 
 MANIFEST = "manifest.json"
 _NAME_DIGITS = 9  # 000000000-000000016.h5: sorts by start up to 10^9 blends
-_DTYPES = {
-    "blend": np.dtype(np.float32),
-    "isolated": np.dtype(np.float32),
-    "psf": np.dtype(np.float32),
-    "noise_sigma": np.dtype(np.float32),
-    "centers": np.dtype(np.float32),
-    "n_galaxies": np.dtype(np.int32),
-}
 
 
 @dataclass(frozen=True)
@@ -95,16 +86,10 @@ def _host() -> str:
 
 
 def _row_shapes(config: SimConfig) -> dict[str, tuple[int, ...]]:
-    """The shape of one blend's row of every per-blend array."""
-    c, s, k, p = len(config.simulated_bands), config.stamp_size, config.max_galaxies, config.psf_size
-    return {
-        "blend": (c, s, s),
-        "isolated": (k, c, s, s),
-        "psf": (c, p, p),
-        "noise_sigma": (c,),
-        "centers": (k, 2),
-        "n_galaxies": (),
-    }
+    """The shape of one blend's row of every per-blend array (the schema's shapes without N)."""
+    shapes = dataset_shapes(1, config.max_galaxies, len(config.simulated_bands), config.stamp_size,
+                            config.psf_size)
+    return {name: shape[1:] for name, shape in shapes.items()}
 
 
 class ChunkStore:
@@ -229,7 +214,7 @@ class ChunkStore:
     def write(self, chunk: Chunk, stop: int) -> ChunkInfo:
         """Write ``chunk`` (blends ``[chunk.start, stop)``) and then its checksum, atomically.
 
-        The rows are checked (:func:`deblendkit.storage.files.write_rows_file`) and compressed here.
+        The rows are checked (:func:`deblendkit.storage.writer.write_rows_file`) and compressed here.
 
         Raises
         ------
@@ -294,12 +279,12 @@ class ChunkStore:
             with h5py.File(path, "r") as f:
                 if int(f.attrs.get("start", -1)) != start:
                     return f"holds rows from {f.attrs.get('start')!r}, expected {start}"
-                for name in PER_BLEND:
+                for name in PER_BLEND_DATASETS:
                     want = (n,) + self.shapes[name]
                     ds = f[name]
-                    if ds.shape != want or ds.dtype != _DTYPES[name]:
+                    if ds.shape != want or ds.dtype != DTYPES[name]:
                         return (f"has {name} of shape {ds.shape} and dtype {ds.dtype}; "
-                                f"expected {want} {_DTYPES[name]}")
+                                f"expected {want} {DTYPES[name]}")
                 if f["truth"].dtype != truth_dtype(self.bands):
                     return "has truth rows of another dtype"
         except (OSError, KeyError, RuntimeError, ValueError) as exc:
@@ -315,7 +300,7 @@ class ChunkStore:
         if not self.verify(start, stop):
             return None
         with h5py.File(self.chunk_path(start, stop), "r") as f:
-            arrays = {name: f[name][...] for name in PER_BLEND}
+            arrays = {name: f[name][...] for name in PER_BLEND_DATASETS}
             truth = f["truth"][...]
         return Chunk(start=start, arrays=arrays, truth=truth)
 

@@ -15,11 +15,9 @@ import numpy as np
 from deblendkit.config import SimConfig
 from deblendkit.errors import ConfigError
 from deblendkit.sim.modes import simulate_scene
-from deblendkit.storage.files import truth_dtype
+from deblendkit.storage import truth_dtype
 
-__all__ = ["PER_BLEND", "Chunk", "simulate_chunk", "chunk_bounds", "check_finite"]
-
-PER_BLEND = ("blend", "isolated", "psf", "noise_sigma", "centers", "n_galaxies")
+__all__ = ["Chunk", "simulate_chunk", "chunk_bounds", "check_finite"]
 
 _FLOAT_ARRAYS = ("blend", "isolated", "psf", "noise_sigma")
 
@@ -29,7 +27,7 @@ class Chunk:
     """Blends ``[start, start + n)`` of a split, stacked (see :class:`~deblendkit.sim.sample.BlendSample`)."""
 
     start: int
-    arrays: dict  # name -> (n, ...) array, names in PER_BLEND
+    arrays: dict  # name -> (n, ...) array, names in deblendkit.storage.schema.PER_BLEND_DATASETS
     truth: np.ndarray  # structured, truth_dtype(bands)
 
     def __len__(self) -> int:

@@ -4,7 +4,7 @@ Every chunk (:mod:`~deblendkit.generation.chunks`) goes through a checksummed
 chunk file (:mod:`~deblendkit.generation.chunk_store`), checked and compressed by
 the worker that made it (:mod:`~deblendkit.generation.executors`); the assembly
 copies the compressed chunks, in chunk order, into the final file with
-:class:`~deblendkit.storage.files.DatasetWriter` (temporary file, then an atomic
+:class:`~deblendkit.storage.writer.DatasetWriter` (temporary file, then an atomic
 rename), each chunk as soon as it and those before it are done, while the
 workers go on (the serial part overlaps them). So a run that is killed leaves no
 partial output, and running the same command again resumes from the chunks
@@ -34,7 +34,7 @@ from deblendkit.generation.provenance import split_attrs
 from deblendkit.generation.stop import StopSignal
 from deblendkit.sim.sample import split_code
 from deblendkit.sim.seds import colour_table
-from deblendkit.storage.files import DatasetWriter, remove_stale_temp_files
+from deblendkit.storage import DatasetWriter, remove_stale_temp_files
 
 __all__ = ["SplitResult", "generate_split"]
 

@@ -15,7 +15,7 @@ import pytest
 
 from deblendkit.cli.prepare_data import SPLIT_FILES, main
 from deblendkit.config import SimConfig
-from deblendkit.storage.files import read_dataset
+from deblendkit.storage import read_dataset
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "prepare_data.py"

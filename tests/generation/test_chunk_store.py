@@ -15,7 +15,7 @@ from deblendkit.config import SimConfig
 from deblendkit.errors import ConfigError, OutputExistsError
 from deblendkit.generation import ChunkStore, chunk_bounds, chunk_store, dask_client, generate_split, simulate_to_store
 from deblendkit.generation.chunks import simulate_chunk
-from deblendkit.storage.files import DATASETS, DatasetWriter, write_rows_file
+from deblendkit.storage import DATASETS, DatasetWriter, write_rows_file
 
 SMALL = dict(stamp_size=20, psf_size=9, bands=("g", "r", "i"), max_galaxies=3, edge_margin=3)
 EPOCH = "1700000000"  # SOURCE_DATE_EPOCH: a fixed 'created' attribute, so whole files compare

@@ -9,12 +9,12 @@ import h5py
 import numpy as np
 import pytest
 
+from deblendkit import storage as io
 from deblendkit.config import SimConfig
 from deblendkit.errors import ConfigError, OutputExistsError
 from deblendkit.generation import SplitResult, chunk_bounds, chunk_store, generate_split, simulate_chunk
 from deblendkit.sim.modes import simulate_scene
-from deblendkit.storage import files as io
-from deblendkit.storage.files import PER_BLEND_DATASETS, read_dataset
+from deblendkit.storage import PER_BLEND_DATASETS, read_dataset
 
 CONFIG = SimConfig(stamp_size=32, psf_size=15, edge_margin=6, max_galaxies=4)
 N = 10
