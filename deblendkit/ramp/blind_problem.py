@@ -31,7 +31,7 @@ from deblendkit.errors import ConfigError, DataFileError
 from deblendkit.ramp.blind_prediction import truth_dtype
 from deblendkit.ramp.problem import data_meta, get_cv, split_path
 from deblendkit.scoring.matching import MIN_MATCH_RADIUS, psf_fwhm
-from deblendkit.storage.files import read_dataset
+from deblendkit.storage import read_dataset
 
 __all__ = ["BLIND_PROBLEM_TITLE", "K_OUT_FACTOR", "BlindSet", "blind_meta", "get_cv",
            "get_train_data", "get_test_data", "load_blind", "match_radius", "truth_array"]
@@ -126,7 +126,7 @@ def match_radius(psf) -> np.ndarray:
 
 
 def truth_array(ds) -> np.ndarray:
-    """The blind truth of a :class:`deblendkit.storage.files.Dataset` (in memory)."""
+    """The blind truth of a :class:`deblendkit.storage.datafile.DataFile` (in memory)."""
     iso = np.asarray(ds.isolated)
     n, k, c, s = iso.shape[0], iso.shape[1], iso.shape[2], iso.shape[-1]
     y = np.zeros(n, dtype=truth_dtype(k, c, s))
