@@ -103,16 +103,18 @@ def _sizes(args: argparse.Namespace) -> dict[str, int]:
              "test_mini": max(1, args.n_mini // 2)}
     for name, flag in (("train", "--n-train"), ("test", "--n-test"), ("train_mini", "--n-mini")):
         if sizes[name] < 1:
-            raise ConfigError(f"{flag} must be >= 1, got {sizes[name]}")
+            raise ConfigError(f"{flag} must be >= 1, got {sizes[name]}", value=sizes[name], allowed=">= 1")
     wanted = [s.strip() for s in args.splits.split(",") if s.strip()]
     unknown = [s for s in wanted if s not in SPLIT_FILES]
     if unknown or not wanted:
-        raise ConfigError(f"--splits has unknown split(s) {unknown}; allowed: {list(SPLIT_FILES)}")
+        raise ConfigError(f"--splits has unknown split(s) {unknown}; allowed: {list(SPLIT_FILES)}",
+                          value=args.splits, allowed=tuple(SPLIT_FILES))
     for name in ("n_jobs", "chunk_size"):
-        if getattr(args, name) < 1:
-            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+        value = getattr(args, name)
+        if value < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {value}", value=value, allowed=">= 1")
     if args.seed < 0:
-        raise ConfigError(f"--seed must be >= 0, got {args.seed}")
+        raise ConfigError(f"--seed must be >= 0, got {args.seed}", value=args.seed, allowed=">= 0")
     return {s: sizes[s] for s in wanted}
 
 
