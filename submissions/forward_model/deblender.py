@@ -57,6 +57,8 @@ import logging
 import numpy as np
 from scipy import fft
 
+from deblendkit.deblend import predict_in_batches
+
 logger = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------------------
@@ -751,19 +753,13 @@ class Deblender:
 
     def predict(self, X) -> np.ndarray:
         """Fit every blend of ``X``; returns (n, K, C, H, W) float32, ADU."""
-        out = []
-        for batch in X.batches(64):  # a file-backed X is read a batch at a time
-            blend = np.asarray(batch.blend)
-            n, c, h, w = blend.shape
-            pred = np.zeros((n, batch.max_galaxies, c, h, w), dtype=np.float32)
-            for i in range(n):
-                k = int(batch.n_galaxies[i])
-                res = fit_blend(blend[i], np.asarray(batch.psf[i]),
-                                np.asarray(batch.noise_sigma[i]),
-                                np.asarray(batch.centers[i, :k], dtype=np.float64),
-                                self.options, gain=self.gain_)
-                pred[i, :k] = res.models
-            out.append(pred)
-        if not out:  # no blends at all
-            return np.zeros((0, X.max_galaxies) + np.shape(X.blend)[1:], dtype=np.float32)
-        return np.concatenate(out)
+        return predict_in_batches(X, self._predict_blend, batch_size=64)
+
+    def _predict_blend(self, batch, i: int) -> np.ndarray:
+        """The fitted (k, C, H, W) models of the k galaxies of blend ``i`` of ``batch``."""
+        k = int(batch.n_galaxies[i])
+        res = fit_blend(np.asarray(batch.blend[i]), np.asarray(batch.psf[i]),
+                        np.asarray(batch.noise_sigma[i]),
+                        np.asarray(batch.centers[i, :k], dtype=np.float64),
+                        self.options, gain=self.gain_)
+        return res.models

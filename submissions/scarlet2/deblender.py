@@ -36,11 +36,15 @@ Time: 3-20 s per blend on one CPU (each new set of box shapes compiles the
 fit again with JAX), far slower than ``forward_model``; see the README table.
 """
 
+import contextlib
+import io
 import logging
 import time
 from functools import partial
 
 import numpy as np
+
+from deblendkit.deblend import predict_in_batches
 
 try:
     import jax.numpy as jnp
@@ -68,16 +72,40 @@ def _check_options(max_iter, e_rel, morph_step, spectrum_step, fallback_box):
         raise ValueError(f"fallback_box must be an integer >= 3 (pixels), got {fallback_box!r}")
 
 
-def initial_source(obs, blend, center_yx, fallback_box):
+#: Start of the message scarlet2's initialisation prints (on stdout) for a non-positive spectrum.
+ZERO_SPECTRUM_MESSAGE = "Zero or negative spectrum"
+
+
+def _moments_init(obs, center_yx, notes):
+    """``sc2.init.from_gaussian_moments`` with what it prints captured instead of reaching stdout.
+
+    scarlet2 prints "Zero or negative spectrum ..." (and sets the bad channels
+    itself); the text is logged at debug level and, when ``notes`` is a list,
+    appended to it so that the caller can report a count.
+    """
+    buffer = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(buffer):
+            return sc2.init.from_gaussian_moments(obs, jnp.asarray(center_yx))
+    finally:
+        text = buffer.getvalue().strip()
+        if text:
+            log.debug("scarlet2 at %s: %s", tuple(center_yx), text)
+            if notes is not None:
+                notes.append(text)
+
+
+def initial_source(obs, blend, center_yx, fallback_box, notes=None):
     """``(spectrum (C,), morphology (B, B))`` to start a source at ``center_yx`` (pixels, y then x).
 
     scarlet2's moment-based initialisation, or, where the moments are not
     defined, a round Gaussian (sigma 2 pixels, peak 1) with the blend's
     pixel values at the centre as spectrum. Values are kept inside the
-    parameters' constraints (spectrum > 0, morphology in (0, 1)).
+    parameters' constraints (spectrum > 0, morphology in (0, 1)). What scarlet2
+    prints is captured (see :func:`_moments_init`) into ``notes`` (a list) if given.
     """
     try:
-        spectrum, morph = sc2.init.from_gaussian_moments(obs, jnp.asarray(center_yx))
+        spectrum, morph = _moments_init(obs, center_yx, notes)
         spectrum = jnp.asarray(spectrum)
         if not bool(jnp.isfinite(spectrum).all()) or not bool(jnp.isfinite(morph).all()):
             raise ValueError("non-finite moments")
@@ -94,7 +122,7 @@ def initial_source(obs, blend, center_yx, fallback_box):
 
 
 def deblend(blend, psf, noise_sigma, centers, *, bands, max_iter=300, e_rel=1e-4, morph_step=0.1,
-            spectrum_step=0.05, fallback_box=15):
+            spectrum_step=0.05, fallback_box=15, notes=None):
     """Fit one blend with scarlet2; returns (k, C, H, W) float32, each source alone, ADU.
 
     Parameters
@@ -104,6 +132,7 @@ def deblend(blend, psf, noise_sigma, centers, *, bands, max_iter=300, e_rel=1e-4
     noise_sigma : (C,) background noise, ADU per pixel.
     centers : (k, 2) (x, y) pixel centres of the galaxies.
     bands : C band names (scarlet2's channels).
+    notes : list, optional; receives what scarlet2 printed while initialising sources.
     """
     blend = np.asarray(blend, dtype=np.float32)
     c, h, w = blend.shape
@@ -116,7 +145,7 @@ def deblend(blend, psf, noise_sigma, centers, *, bands, max_iter=300, e_rel=1e-4
     frame = sc2.Frame.from_observations(obs)
     with sc2.Scene(frame) as scene:
         for x, y in np.asarray(centers, dtype=np.float64):
-            spectrum, morph = initial_source(obs, blend, (y, x), fallback_box)
+            spectrum, morph = initial_source(obs, blend, (y, x), fallback_box, notes)
             sc2.Source(jnp.array([y, x]), spectrum, morph)
     with sc2.Parameters(scene):
         for i, source in enumerate(scene.sources):
@@ -163,26 +192,22 @@ class Deblender:
     def predict(self, X) -> np.ndarray:
         """Deblend every scene of ``X``; returns (n, K, C, H, W) float32, ADU; empty slots zero."""
         bands = tuple(getattr(X, "bands", ()) or ())
-        out = []
+        notes = []
         t0 = time.perf_counter()
-        for batch in X.batches(64):
-            blend = np.asarray(batch.blend)
-            n, c, h, w = blend.shape
+
+        def predict_blend(batch, i):
+            c = np.shape(batch.blend)[1]
             names = list(bands) if len(bands) == c else [f"band{j}" for j in range(c)]
-            pred = np.zeros((n, batch.max_galaxies, c, h, w), dtype=np.float32)
-            for i in range(n):
-                k = int(batch.n_galaxies[i])
-                if k == 0:
-                    continue
-                pred[i, :k] = deblend(
-                    blend[i], np.asarray(batch.psf[i]), np.asarray(batch.noise_sigma[i]),
-                    np.asarray(batch.centers[i, :k]), bands=names, max_iter=self.max_iter,
-                    e_rel=self.e_rel, morph_step=self.morph_step, spectrum_step=self.spectrum_step,
-                    fallback_box=self.fallback_box,
-                )
-            out.append(pred)
-        if not out:
-            return np.zeros((0, X.max_galaxies) + np.shape(X.blend)[1:], dtype=np.float32)
-        pred = np.concatenate(out)
-        log.info("scarlet2: %d blends in %.1f s", len(pred), time.perf_counter() - t0)
+            k = int(batch.n_galaxies[i])
+            return deblend(
+                np.asarray(batch.blend[i]), np.asarray(batch.psf[i]), np.asarray(batch.noise_sigma[i]),
+                np.asarray(batch.centers[i, :k]), bands=names, max_iter=self.max_iter,
+                e_rel=self.e_rel, morph_step=self.morph_step, spectrum_step=self.spectrum_step,
+                fallback_box=self.fallback_box, notes=notes,
+            )
+
+        pred = predict_in_batches(X, predict_blend, batch_size=64)
+        zero = sum(ZERO_SPECTRUM_MESSAGE in note for note in notes)
+        log.info("scarlet2: %d blends in %.1f s; %d source(s) started from a zero or negative spectrum "
+                 "(scarlet2's message captured)", len(pred), time.perf_counter() - t0, zero)
         return pred

@@ -49,6 +49,8 @@ Where it falls short (ideas for your submission)
 
 import numpy as np
 
+from deblendkit.deblend import predict_in_batches
+
 # ---------------------------------------------------------------------------
 # Building blocks. Each works on one blend; images are (C, H, W) stacks of
 # bands or single (H, W) images where noted. Array index order is [y, x].
@@ -274,20 +276,13 @@ class Deblender:
 
     def predict(self, X) -> np.ndarray:
         """Deblend every scene of ``X``; returns (n, K, C, H, W) float32, ADU."""
-        out = []
-        for batch in X.batches(256):  # a file-backed X is read a batch at a time
-            blend = np.asarray(batch.blend)
-            n, c, h, w = blend.shape
-            pred = np.zeros((n, batch.max_galaxies, c, h, w), dtype=np.float32)
-            for i in range(n):
-                k = int(batch.n_galaxies[i])  # slots k and above stay zero
-                pred[i, :k] = deblend(
-                    blend[i], np.asarray(batch.centers[i, :k], dtype=np.float64),
-                    np.asarray(batch.noise_sigma[i], dtype=np.float64),
-                    smoothing=self.smoothing, threshold=self.threshold,
-                    monotonic=self.monotonic,
-                )
-            out.append(pred)
-        if not out:  # no blends at all
-            return np.zeros((0, X.max_galaxies) + np.shape(X.blend)[1:], dtype=np.float32)
-        return np.concatenate(out)
+        return predict_in_batches(X, self._predict_blend, batch_size=256)
+
+    def _predict_blend(self, batch, i: int) -> np.ndarray:
+        """The (k, C, H, W) images of the k galaxies of blend ``i`` of ``batch``."""
+        k = int(batch.n_galaxies[i])
+        return deblend(
+            np.asarray(batch.blend[i]), np.asarray(batch.centers[i, :k], dtype=np.float64),
+            np.asarray(batch.noise_sigma[i], dtype=np.float64),
+            smoothing=self.smoothing, threshold=self.threshold, monotonic=self.monotonic,
+        )

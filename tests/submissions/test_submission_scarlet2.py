@@ -100,3 +100,27 @@ def test_a_source_without_moments_starts_from_the_fallback_gaussian(s2):
     assert morph.shape == (11, 11)
     assert float(morph.max()) == pytest.approx(1 - 1e-6) and float(morph.min()) > 0
     assert np.all(np.asarray(spectrum) == pytest.approx(1e-6))  # the blend is zero there, kept positive
+
+
+@pytest.mark.slow
+def test_scarlet2s_zero_spectrum_message_is_captured_not_printed(s2, capsys):
+    import jax.numpy as jnp
+    import scarlet2 as sc2
+
+    yy, xx = np.mgrid[0:32, 0:32]
+    gal = 500 * np.exp(-((xx - 16) ** 2 + (yy - 16) ** 2) / (2 * 2.5 ** 2))
+    blend = np.stack([gal, gal, -gal]).astype(np.float32)  # negative in the third band: scarlet2 prints
+    psf = np.zeros((3, 25, 25), np.float32)
+    py, px = np.mgrid[-12:13, -12:13]
+    psf[:] = np.exp(-(px ** 2 + py ** 2) / (2 * 1.5 ** 2))
+    psf /= psf.sum(axis=(1, 2), keepdims=True)
+    obs = sc2.Observation(jnp.asarray(blend), weights=jnp.ones_like(jnp.asarray(blend)), psf=jnp.asarray(psf),
+                          channels=["g", "r", "i"])
+    capsys.readouterr()
+    notes = []
+    with sc2.Scene(sc2.Frame.from_observations(obs)):
+        spectrum, _ = s2.initial_source(obs, blend, (16.0, 16.0), 11, notes)
+    assert s2.ZERO_SPECTRUM_MESSAGE not in capsys.readouterr().out
+    assert len(notes) == 1 and notes[0].startswith(s2.ZERO_SPECTRUM_MESSAGE)
+    spectrum = np.asarray(spectrum)
+    assert spectrum[2] == pytest.approx(1e-6) and np.all(spectrum[:2] > 100)  # kept positive, as before
