@@ -21,9 +21,14 @@ dtype :func:`truth_dtype` (made by :mod:`deblendkit.ramp.blind_problem`):
 unlabelled galaxies (field mode; in the stamp or its margin, the brightest
 first, NaN padded), near which a detection is ignored rather than counted spurious.
 
-A row of predictions is *valid* (predicted) unless its images are all NaN:
-that is how rampwf's empty containers and the rows of training blends the
-workflow does not predict are marked. ``combine`` (CV bagging) cannot average
+A row of predictions is *valid* (predicted) unless its first image pixel
+(``images[i, 0, 0, 0, 0]``) is NaN, which :func:`check_output` never lets
+through: that is how rampwf's empty containers and the rows of training blends
+the workflow does not predict are marked (:func:`mark_not_predicted`). Only
+that pixel is written, so such rows of a ``np.zeros`` array stay unmapped zero
+pages (a row is 663 kB at the default sizes); ``copy.deepcopy`` shares the
+arrays (rampwf deep-copies the ground truth once per fold and score), since
+every method here replaces ``y_pred`` instead of writing into it. ``combine`` (CV bagging) cannot average
 catalogues slot by slot, so it keeps, for each blend, the prediction of the
 first member that holds one.
 """
@@ -37,7 +42,8 @@ from rampwf.prediction_types.base import BasePrediction
 from deblendkit.errors import ConfigError, PredictionError
 
 __all__ = ["prediction_dtype", "truth_dtype", "check_output", "empty_output", "pack_catalogues",
-           "BlindPredictions", "make_blind_predictions_type"]
+           "predicted_rows", "mark_not_predicted", "not_predicted", "BlindPredictions",
+           "make_blind_predictions_type"]
 
 
 def prediction_dtype(k_out: int, n_bands: int, stamp_size: int) -> np.dtype:
@@ -190,12 +196,24 @@ def _check_slots(centers: np.ndarray, images: np.ndarray) -> None:
                               value=(i, k), allowed="finite centre")
 
 
-def _valid_rows(y: np.ndarray) -> np.ndarray:
-    """A row holds a prediction unless its images are all NaN (truth rows: always)."""
+def predicted_rows(y: np.ndarray) -> np.ndarray:
+    """Boolean (n,): rows holding a prediction (first image pixel not NaN; truth rows: all)."""
     if "images" not in (y.dtype.names or ()):
         return np.ones(len(y), dtype=bool)
-    flat = y["images"].reshape(len(y), -1)
-    return ~np.all(np.isnan(flat), axis=1) if flat.shape[1] else np.ones(len(y), bool)
+    return ~np.isnan(y["images"][:, 0, 0, 0, 0])
+
+
+def mark_not_predicted(y: np.ndarray, rows=slice(None)) -> None:
+    """Mark ``rows`` of a prediction array as not predicted (in place; NaN centres too)."""
+    y["centers"][rows] = np.nan
+    y["images"][rows, 0, 0, 0, 0] = np.nan
+
+
+def not_predicted(n: int, *, k_out: int, n_bands: int, stamp_size: int) -> np.ndarray:
+    """A prediction array of ``n`` rows, none predicted (zero pages, lazily mapped)."""
+    y = np.zeros(int(n), dtype=prediction_dtype(k_out, n_bands, stamp_size))
+    mark_not_predicted(y)
+    return y
 
 
 class BlindPredictions(BasePrediction):
@@ -221,17 +239,15 @@ class BlindPredictions(BasePrediction):
                                       value=str(arr.dtype))
             self.y_pred = arr[fold_is] if fold_is is not None else arr
         elif n_samples is not None:
-            dt = prediction_dtype(self.k_out, self.n_bands, self.stamp_size)
-            self.y_pred = np.zeros(int(n_samples), dtype=dt)
-            self.y_pred["centers"] = np.nan
-            self.y_pred["images"] = np.nan
+            self.y_pred = not_predicted(n_samples, k_out=self.k_out, n_bands=self.n_bands,
+                                        stamp_size=self.stamp_size)
         else:
             raise PredictionError("Missing init argument: y_pred, y_true, or n_samples")
 
     @property
     def valid_indexes(self) -> np.ndarray:
         """Boolean mask, (n,): rows holding a prediction."""
-        return _valid_rows(self.y_pred)
+        return predicted_rows(self.y_pred)
 
     def set_valid_in_train(self, predictions, test_is) -> None:
         """Write one fold's predictions into rows ``test_is``."""
@@ -241,6 +257,13 @@ class BlindPredictions(BasePrediction):
     def set_slice(self, valid_indexes) -> None:
         """Keep only the rows ``valid_indexes``."""
         self.y_pred = self.y_pred[valid_indexes]
+
+    def __deepcopy__(self, memo):
+        # Share the (large) array: no method writes into y_pred in place.
+        new = type(self).__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        memo[id(self)] = new
+        return new
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({len(self.y_pred)} blends, {int(self.valid_indexes.sum())} valid)"

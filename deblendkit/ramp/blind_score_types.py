@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 from rampwf.score_types.base import BaseScoreType
 
+from deblendkit.ramp.blind_prediction import predicted_rows
 from deblendkit.scoring.blind_metrics import blind_evaluate, blind_summary
 
 __all__ = ["BlindScore", "make_blind_score_types"]
@@ -26,8 +26,7 @@ def _evaluate(y_true, y_pred, bands):
     """:func:`blind_evaluate` with the flux metrics, reusing the last result for the same arrays."""
     if _LAST and _LAST[0][0] is y_true and _LAST[0][1] is y_pred and _LAST[0][2] == bands:
         return _LAST[0][3]
-    valid = np.ones(len(y_pred), bool) if "images" not in (y_pred.dtype.names or ()) else \
-        ~np.all(np.isnan(y_pred["images"].reshape(len(y_pred), -1)), axis=1)
+    valid = predicted_rows(y_pred)
     result = blind_evaluate(y_true[valid], y_pred[valid], bands=bands or None, metrics=("flux",))
     _LAST[:] = [(y_true, y_pred, bands, result)]
     return result
@@ -58,17 +57,19 @@ class BlindScore(BaseScoreType):
         self.maximum = float("inf") if lower_is_better else 1.0
 
     def score_function(self, ground_truths, predictions):
-        """Score the predicted rows (those whose images are not all NaN)."""
+        """Score the predicted rows (:func:`~deblendkit.ramp.blind_prediction.predicted_rows`)."""
         return self(ground_truths.y_pred, predictions.y_pred)
 
     def __call__(self, y_true, y_pred) -> float:
+        """The score of truth and prediction arrays (rows all predicted)."""
         result = _evaluate(y_true, y_pred, self.bands)
         return float(blind_summary(result, bands=self.bands or None)[self.key])
 
 
 def make_blind_score_types(bands: Sequence[str], *, ref_band: str = "r") -> list[BaseScoreType]:
     """``blind`` (primary), ``recall``, ``precision``, ``f1``, ``unrecognised``,
-    ``deblend_matched`` and the r-band flux scatter on matched sources."""
+    ``deblend_matched`` and the r-band flux scatter on matched sources.
+    """
     band = ref_band if ref_band in bands else tuple(bands)[-1]
     return [BlindScore("blind", bands=bands), BlindScore("recall", bands=bands),
             BlindScore("precision", bands=bands), BlindScore("f1", bands=bands),

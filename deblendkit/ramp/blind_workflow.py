@@ -11,7 +11,8 @@ and ``(n, K_out, C, S, S)`` (NaN centres mark empty slots; see
 
 In a CV fold only the validation blends and the first :data:`TRAIN_SCORE_BLENDS`
 training blends of the fold (evenly spaced) are predicted, as in the first
-track; the other rows are marked not predicted (NaN images) and left out of
+track; the other rows are marked not predicted
+(:func:`~deblendkit.ramp.blind_prediction.mark_not_predicted`) and left out of
 the training score.
 """
 from __future__ import annotations
@@ -24,7 +25,7 @@ import numpy as np
 from rampwf.utils.importing import import_module_from_source
 
 from deblendkit.errors import DeblendKitError, SubmissionError
-from deblendkit.ramp.blind_prediction import check_output, prediction_dtype
+from deblendkit.ramp.blind_prediction import check_output, not_predicted
 
 __all__ = ["BlindWorkflow", "TRAIN_SCORE_BLENDS"]
 
@@ -95,8 +96,6 @@ class BlindWorkflow:
             train_is = np.sort(train_is)[picks]
         rows = np.union1d(train_is, valid_is)
         part = self.predict(trained_model, X[rows])
-        out = np.zeros(len(X), dtype=prediction_dtype(X.k_out, X.n_bands, X.stamp_size))
-        out["centers"] = np.nan
-        out["images"] = np.nan
+        out = not_predicted(len(X), k_out=X.k_out, n_bands=X.n_bands, stamp_size=X.stamp_size)
         out[rows] = part
         return out

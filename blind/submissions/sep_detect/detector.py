@@ -75,6 +75,7 @@ class Detector:
         return [detect(blend[i], noise[i], X.k_out) for i in range(len(X))]
 
     def predict(self, X):
+        """``(centers (n, K_out, 2), images (n, K_out, C, S, S))``; NaN centres in empty slots."""
         n, k = len(X), X.k_out
         c, s = X.n_bands, X.stamp_size
         centers = np.full((n, k, 2), np.nan, np.float32)

@@ -79,4 +79,5 @@ class Detector:
         return self
 
     def predict(self, X):
+        """Catalogues at the chosen thresholds (see ``sep_detect``)."""
         return self._predict(X, self.thresh_, self.mincont_)
