@@ -102,7 +102,8 @@ def test_predictions_type_containers_and_combine():
     combined = P.combine([empty, other])  # first member that predicts each blend
     # rows 0, 2 from `empty` (row 2 holds part's empty catalogue of blend 1), row 1 from `other`
     np.testing.assert_array_equal(combined.y_pred["centers"][:, 0, 0], [3.0, 1.0, np.nan])
-    assert copy.deepcopy(full).y_pred.shape == (N,)
+    assert copy.deepcopy(full).y_pred is full.y_pred  # shared: rampwf deep-copies per fold and score
+    assert not empty.y_pred["images"][1].any(where=~np.isnan(empty.y_pred["images"][1]))  # only the marker
 
 
 def test_blindset_hides_centres_and_counts():
