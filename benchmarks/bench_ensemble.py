@@ -25,7 +25,7 @@ from deblendkit.ramp.problem import load_lazy
 from deblendkit.ramp.workflow import DeblenderWorkflow
 from deblendkit.scoring.ensemble import combine, greedy_selection
 from deblendkit.scoring.table import galaxy_table, summarize
-from deblendkit.storage.files import read_dataset
+from deblendkit.storage import read_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 

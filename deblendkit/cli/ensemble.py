@@ -29,17 +29,14 @@ import pandas as pd
 from deblendkit._fs import atomic_write_text
 from deblendkit.errors import DeblendKitError
 from deblendkit.ramp.ensemble_outputs import EnsembleOutcome, ensemble_from_outputs
+from deblendkit.report.ensemble import ENSEMBLE_FILE, ENSEMBLE_NAME, ENSEMBLE_TABLE_FILE
 from deblendkit.scoring.ensemble import MAX_ENSEMBLE_SIZE
 from deblendkit.scoring.table import galaxy_table, summarize
-from deblendkit.storage.files import read_dataset
+from deblendkit.storage import read_dataset
 
-__all__ = ["main", "ENSEMBLE_FILE", "ENSEMBLE_TABLE_FILE", "write_outcome"]
+__all__ = ["main", "write_outcome"]
 
 log = logging.getLogger(__name__)
-
-ENSEMBLE_FILE = "ensemble.json"
-ENSEMBLE_TABLE_FILE = "galaxies_test.csv.gz"
-ENSEMBLE_NAME = "ensemble"
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -40,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="leave out the reference rows (zeros, oracle apportioning, known morphology)")
     p.add_argument("--reference-blends", type=int, metavar="N",
                    help="compute the reference rows on the first N test blends only (default: all)")
+    p.add_argument("--ensemble", metavar="DIR",
+                   help="where deblend-ensemble wrote the ensemble (default: ensemble/ beside --submissions)")
     p.add_argument("--quiet", action="store_true", help="only errors")
     return p
 
@@ -53,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             positive_int("--reference-blends", args.reference_blends)
         paths = build(args.submissions, args.out, data_dir=args.data, title=args.title,
                       rank_by=args.rank_by, images=not args.no_images, references=not args.no_references,
-                      reference_blends=args.reference_blends)
+                      reference_blends=args.reference_blends, ensemble_dir=args.ensemble)
     except DeblendKitError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

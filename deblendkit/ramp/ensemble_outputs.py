@@ -32,7 +32,7 @@ from deblendkit.errors import ConfigError, DataFileError
 from deblendkit.ramp.problem import get_cv
 from deblendkit.scoring.ensemble import MAX_ENSEMBLE_SIZE, Selection, greedy_selection, mean_contributivity
 from deblendkit.scoring.ensemble import combine as combine_members
-from deblendkit.storage.files import LazyRows
+from deblendkit.storage import LazyRows
 
 __all__ = ["EnsembleOutcome", "ensemble_from_outputs", "fold_dirs", "TRAIN_ARRAY", "TEST_ARRAY"]
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from deblendkit.errors import DeblendKitError
 from deblendkit.report.collect import SubmissionResults, collect, data_provenance
+from deblendkit.report.ensemble import EnsembleSummary, read_ensemble
 from deblendkit.report.page import render_html
 from deblendkit.report.references import ReferenceRow, reference_rows
 from deblendkit.report.table import check_rank_by, leaderboard_table, render_markdown
@@ -59,10 +60,19 @@ def _references(results: Sequence[SubmissionResults], data_dir, max_blends: int 
         return []
 
 
+def _ensemble(submissions_dir, ensemble_dir) -> EnsembleSummary | None:
+    directory = Path(ensemble_dir) if ensemble_dir is not None else Path(submissions_dir).parent / "ensemble"
+    try:
+        return read_ensemble(directory)
+    except DeblendKitError as exc:
+        log.warning("ensemble left out: %s", exc)
+        return None
+
+
 def build(submissions_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
           data_dir: str | os.PathLike | None = None, title: str = "Galaxy deblending leaderboard",
           rank_by: str = "valid", images: bool = True, references: bool = True,
-          reference_blends: int | None = None) -> dict[str, Path]:
+          reference_blends: int | None = None, ensemble_dir: str | os.PathLike | None = None) -> dict[str, Path]:
     """Read every submission's results and write ``index.html``, ``leaderboard.csv``, ``leaderboard.md``.
 
     Parameters
@@ -84,6 +94,9 @@ def build(submissions_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
     reference_blends : int, optional
         Score the references on the first ``reference_blends`` blends only
         (default: the whole file).
+    ensemble_dir : path, optional
+        Where ``deblend-ensemble`` wrote the ensemble (default: ``ensemble/`` beside ``submissions_dir``);
+        shown when it holds one (:mod:`deblendkit.report.ensemble`).
 
     Returns
     -------
@@ -98,12 +111,14 @@ def build(submissions_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
     check_rank_by(rank_by)  # before the reference scores are computed
     results = collect(submissions_dir)
     refs = _references(results, data_dir, reference_blends) if references else []
-    table = leaderboard_table(results, rank_by=rank_by, references=refs)
+    ens = _ensemble(submissions_dir, ensemble_dir)
+    table = leaderboard_table(results, rank_by=rank_by, references=refs, ensemble=ens)
     prov = data_provenance(data_dir)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"html": out / "index.html", "csv": out / "leaderboard.csv", "md": out / "leaderboard.md"}
-    paths["html"].write_text(render_html(results, table, prov, title=title, images=images), encoding="utf-8")
+    paths["html"].write_text(render_html(results, table, prov, title=title, images=images, ensemble=ens),
+                             encoding="utf-8")
     table.to_csv(paths["csv"], index=False)
     paths["md"].write_text(render_markdown(table), encoding="utf-8")
     log.debug("leaderboard of %d submission(s), %d reference(s) written to %s", len(results), len(refs), out)

@@ -23,6 +23,7 @@ import pandas as pd
 
 from deblendkit.errors import DataFileError
 from deblendkit.report.collect import SubmissionResults
+from deblendkit.report.ensemble import ENSEMBLE_NAME, STATUS_ENSEMBLE, EnsembleSummary
 from deblendkit.report.plots import figure_png, gallery_figure, png_data_uri, score_vs_figure
 from deblendkit.report.results import read_galaxy_table, read_gallery
 from deblendkit.report.table import STATUS_REFERENCE, fmt_pm, fmt_score, fmt_time, rank_text
@@ -57,6 +58,7 @@ tr.status-failed td.status{color:#b00020;font-weight:bold}
 tr.status-incomplete td.status,tr.status-not-run td.status{color:#8a6d00}
 td.primary{font-weight:bold}
 tr.reference td{background:#f4f6fa;font-style:italic}
+tr.ensemble td{background:#f3f8f1;font-weight:600}
 tr.reference td.status{color:#2b4a7a}
 .detail{color:#666;font-size:11px;white-space:normal;max-width:28em;text-align:left}
 img{max-width:100%;border:1px solid #eee}
@@ -123,7 +125,8 @@ def _header(names: Sequence[str], directions: dict[str, bool]) -> str:
     h1 = ['<th rowspan="2" class="sortable" data-col="rank" data-type="num" data-first="asc">#</th>']
     for col, label, numeric, first_desc in (("submission", "submission", False, False),
                                             ("status", "status", False, False),
-                                            ("data_file", "data", False, False), ("n_folds", "folds", True, True)):
+                                            ("data_file", "data", False, False), ("n_folds", "folds", True, True),
+                                            ("contributivity", "contrib.", True, True)):
         cls = "" if numeric else "text"
         th = _th(col, label, numeric=numeric, first_desc=first_desc, cls=cls)
         h1.append(th.replace("<th ", '<th rowspan="2" ', 1))
@@ -148,15 +151,20 @@ def _header(names: Sequence[str], directions: dict[str, bool]) -> str:
 def _row(row: pd.Series, names: Sequence[str]) -> str:
     """One row of the main table: a submission (linked to its section) or a reference (marked)."""
     reference = row["status"] == STATUS_REFERENCE
+    ensemble = row["status"] == STATUS_ENSEMBLE
     name = html.escape(row["submission"], quote=True)
-    label = html.escape(row["submission"]) if reference else f'<a href="#{_anchor(row["submission"])}">{name}</a>'
+    label = (f'<a href="#ensemble">{name}</a>' if ensemble else html.escape(row["submission"]) if reference
+             else f'<a href="#{_anchor(row["submission"])}">{name}</a>')
+    contrib = row.get("contributivity", math.nan)
+    contrib = math.nan if contrib is None else float(contrib)
     cells = [_cell("rank", rank_text(row), row["rank"]),
              f'<td data-col="submission" data-value="{name}" class="text">{label}</td>',
              f'<td data-col="status" data-value="{html.escape(row["status"])}" class="text status">'
              f'{html.escape(row["status"])}'
              + (f'<div class="detail">{html.escape(row["detail"])}</div>' if row["detail"] else "") + "</td>",
              _cell("data_file", row["data_file"], row["data_file"], "text"),
-             _cell("n_folds", "" if reference else str(int(row["n_folds"])), math.nan if reference else row["n_folds"])]
+             _cell("n_folds", "" if reference else str(int(row["n_folds"])), math.nan if reference else row["n_folds"]),
+             _cell("contributivity", "" if not np.isfinite(contrib) else f"{contrib:.3f}", contrib)]
     for s in names:
         cls = "primary" if names and s == names[0] else ""
         for step in ("valid", "test"):
@@ -171,6 +179,7 @@ def _row(row: pd.Series, names: Sequence[str]) -> str:
     spb = row["test_seconds_per_blend"]
     cells.append(_cell("test_seconds_per_blend", "" if not np.isfinite(spb) else f"{spb:.3g}", spb))
     attrs = (f'class="reference" data-reference="{name}"' if reference else
+             'class="ensemble" data-ensemble="ensemble"' if ensemble else
              f'class="status-{str(row["status"]).replace(" ", "-")}" data-submission="{name}"')
     return f"<tr {attrs}>" + "".join(cells) + "</tr>"
 
@@ -330,8 +339,40 @@ def _overall_plot(per_sub: dict[str, tuple[list[pd.DataFrame], str | None]], ref
             _img(png_data_uri(figure_png(fig)), "all submissions: score versus blendedness and magnitude", "score-vs")]
 
 
+def _ensemble_section(ens: EnsembleSummary, *, images: bool, ref_band: str) -> list[str]:
+    """The ensemble: contributivities, the picks of each fold, its scores beside the best single submission's."""
+    best = ens.best_single
+    rows = "".join(f"<tr><td class='text'>{html.escape(m)}</td><td>{ens.contributivity.get(m, 0.0):.3f}</td></tr>"
+                   for m in sorted(ens.members, key=lambda m: -ens.contributivity.get(m, 0.0)))
+    score_rows = []
+    for label, key in (("ensemble", ENSEMBLE_NAME), (f"best single: {best}", best)):
+        test = ens.test.get(key, {})
+        score_rows.append(f"<tr><td class='text'>{html.escape(label)}</td>"
+                          f"<td>{fmt_score(ens.valid.get('ensemble' if key == ENSEMBLE_NAME else 'best_single'))}</td>"
+                          f"<td>{fmt_score(test.get('deblend', math.nan))}</td>"
+                          f"<td>{fmt_score(test.get('flux_scatter_r', math.nan))}</td></tr>")
+    parts = ['<h2 id="ensemble">Ensemble of the submissions</h2>',
+             '<p class="note">Greedy forward selection with replacement on each fold\'s validation blends (as '
+             "ramp-board's contributivity): start from the best submission, add the one that raises the primary "
+             "score most, until none does. The combination is the mean of the picked submissions' isolated "
+             "images; a submission's contributivity is its share of the picks, averaged over folds. "
+             + html.escape("; ".join(f"fold {i}: {' + '.join(p)}" for i, p in enumerate(ens.picks))) + "</p>",
+             "<div class='wrap'><table class='folds'><thead><tr><th class='text'>submission</th>"
+             "<th>contributivity</th></tr></thead><tbody>" + rows + "</tbody></table></div>",
+             "<div class='wrap'><table class='folds'><thead><tr><th class='text'></th><th>deblend valid</th>"
+             "<th>deblend bagged test</th><th>flux scatter r, test</th></tr></thead><tbody>"
+             + "".join(score_rows) + "</tbody></table></div>"]
+    if images and ens.table is not None and len(ens.table):
+        tables = {name: [ens.table[ens.table["member"] == name]] for name in (ENSEMBLE_NAME, best)}
+        fig = score_vs_figure(tables, ref_band=ref_band, show_points=False)
+        parts.append(_img(png_data_uri(figure_png(fig)), "ensemble and best single: score versus blendedness",
+                          "score-vs"))
+    return parts
+
+
 def render_html(results: Sequence[SubmissionResults], table: pd.DataFrame, prov: list[dict[str, Any]], *,
-                title: str = "Galaxy deblending leaderboard", images: bool = True, ref_band: str = "r") -> str:
+                title: str = "Galaxy deblending leaderboard", images: bool = True, ref_band: str = "r",
+                ensemble: EnsembleSummary | None = None) -> str:
     """The leaderboard page as one self-contained HTML string.
 
     Parameters
@@ -347,6 +388,8 @@ def render_html(results: Sequence[SubmissionResults], table: pd.DataFrame, prov:
         Include the plots and galleries.
     ref_band : str
         Band of the magnitudes of the score-versus-magnitude plots.
+    ensemble : EnsembleSummary, optional
+        The ensemble of the submissions: a section with its contributivities and score versus blendedness.
     """
     by_name = {r.name: r for r in results}
     parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
@@ -358,6 +401,8 @@ def render_html(results: Sequence[SubmissionResults], table: pd.DataFrame, prov:
     per_sub = {name: _galaxy_tables(by_name[name]) if images else ([], None) for name in names}
     if images:
         parts += _overall_plot(per_sub, ref_band)
+    if ensemble is not None:
+        parts += _ensemble_section(ensemble, images=images, ref_band=ref_band)
     parts.append("<h2>Submissions</h2>")
     for name in names:
         parts.append(_submission_section(by_name[name], per_sub[name], images=images, ref_band=ref_band))

@@ -21,6 +21,7 @@ import pandas as pd
 
 from deblendkit.errors import ConfigError
 from deblendkit.report.collect import STATUS_SCORED, SubmissionResults
+from deblendkit.report.ensemble import STATUS_ENSEMBLE, EnsembleSummary, ensemble_row
 from deblendkit.report.references import ReferenceRow
 
 __all__ = [
@@ -156,8 +157,9 @@ def _sorted_references(refs: Sequence[ReferenceRow], names: Sequence[str], score
 
 def leaderboard_table(results: Sequence[SubmissionResults], *, rank_by: str = "valid",
                       score: str | None = None, directions: dict[str, bool] | None = None,
-                      references: Sequence[ReferenceRow] = ()) -> pd.DataFrame:
-    """One row per submission, ranked, then one row per reference.
+                      references: Sequence[ReferenceRow] = (),
+                      ensemble: EnsembleSummary | None = None) -> pd.DataFrame:
+    """One row per submission, ranked, then the ensemble's row, then one row per reference.
 
     Columns: ``rank`` (1 = best, NaN when not scored and for references),
     ``submission`` (the reference's name on a reference row), ``status``,
@@ -184,6 +186,10 @@ def leaderboard_table(results: Sequence[SubmissionResults], *, rank_by: str = "v
     references : sequence of ReferenceRow
         Reference rows to list after the submissions (their scores not
         found in the submissions' are left out).
+    ensemble : EnsembleSummary, optional
+        The greedy ensemble of the submissions (:mod:`deblendkit.report.ensemble`): its row (status
+        ``ensemble``, unranked: primary validation score, bagged test scores) after the submissions,
+        and every submission's ``contributivity`` (NaN for one outside the ensemble, or without one).
 
     Raises
     ------
@@ -203,12 +209,17 @@ def leaderboard_table(results: Sequence[SubmissionResults], *, rank_by: str = "v
     if score is not None and score not in names:
         raise ConfigError(f"score {score!r} is not among the scores found {names}", value=score, allowed=names)
     lower = directions.get(score, False)
+    if not table.empty:
+        contrib = ensemble.contributivity if ensemble is not None else {}
+        table["contributivity"] = [contrib.get(n, math.nan) for n in table["submission"]]
     parts = [_ranked(table, score, rank_by, lower)] if not table.empty else []
+    if ensemble is not None and names:
+        parts.append(pd.DataFrame([ensemble_row(ensemble, names, _STEPS)]))
     if references:
         parts.append(_sorted_references(references, names, score, lower))
     table = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
     table.attrs.update(score_names=names, rank_by=rank_by, rank_score=score, directions=directions,
-                       n_references=len(references))
+                       n_references=len(references), has_ensemble=ensemble is not None)
     return table
 
 
@@ -238,6 +249,8 @@ def rank_text(row: pd.Series) -> str:
     """The rank column's text: the rank, ``ref`` on a reference row, empty when unranked."""
     if row["status"] == STATUS_REFERENCE:
         return "ref"
+    if row["status"] == STATUS_ENSEMBLE:
+        return "ens"
     return "" if not np.isfinite(row["rank"]) else str(int(row["rank"]))
 
 

@@ -6,9 +6,10 @@ import json
 import pandas as pd
 import pytest
 
-from deblendkit.cli.ensemble import ENSEMBLE_FILE, ENSEMBLE_TABLE_FILE, main
+from deblendkit.cli.ensemble import main
+from deblendkit.report.ensemble import ENSEMBLE_FILE, ENSEMBLE_TABLE_FILE
 from deblendkit.scoring.table import galaxy_table, summarize
-from deblendkit.storage.files import read_dataset
+from deblendkit.storage import read_dataset
 from tests.ramp.test_ensemble_outputs import _save_member
 
 

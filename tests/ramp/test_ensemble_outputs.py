@@ -8,7 +8,7 @@ from deblendkit.errors import ConfigError, DataFileError
 from deblendkit.ramp.ensemble_outputs import TEST_ARRAY, TRAIN_ARRAY, ensemble_from_outputs
 from deblendkit.ramp.problem import get_cv
 from deblendkit.scoring.metrics import deblend_scores
-from deblendkit.storage.files import LazyRows
+from deblendkit.storage import LazyRows
 
 
 def _save_member(subs, name, train, test, factor, n_folds=None):
