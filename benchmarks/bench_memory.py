@@ -67,7 +67,7 @@ def peak_mb(code: str, args: list[str]) -> tuple[float, float]:
 def make_files(directory: str, sizes: list[int], stamp: int, n_jobs: int) -> dict[int, str]:
     from deblendkit.config import SimConfig
     from deblendkit.generation.split import generate_split
-    from deblendkit.storage.files import DatasetWriter, read_batches
+    from deblendkit.storage import DatasetWriter, read_batches
 
     config = SimConfig(stamp_size=stamp, psf_size=min(25, stamp - 1 if stamp % 2 == 0 else stamp))
     big = max(sizes)
@@ -76,7 +76,7 @@ def make_files(directory: str, sizes: list[int], stamp: int, n_jobs: int) -> dic
     generate_split(config, path=paths[big], split="test", n_blends=big, seed=0, n_jobs=n_jobs,
                    chunk_size=16, progress=False)
     print(f"made {big} blends in {time.perf_counter() - t0:.0f} s")
-    from deblendkit.storage.files import validate_file
+    from deblendkit.storage import validate_file
 
     layout = validate_file(paths[big])
     for n in sizes:

@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 from deblendkit.config import SimConfig
 from deblendkit.errors import ConfigError, DeblendKitError
 from deblendkit.generation.split import generate_split
-from deblendkit.storage.files import read_dataset, validate_file
+from deblendkit.storage import read_dataset, validate_file
 
 pytestmark = pytest.mark.slow  # ~40 s in all: hypothesis examples each simulate a few blends
 

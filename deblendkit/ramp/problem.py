@@ -22,7 +22,7 @@ kit whose own ``data/`` is stale or absent works with data elsewhere.
 Out-of-core mode: with the environment variable ``DEBLEND_OUT_OF_CORE=1``,
 :func:`get_train_data` / :func:`get_test_data` read nothing up front: ``X`` is a
 file-backed :class:`~deblendkit.deblend.blendset.BlendSet` (each batch or subset reads its
-rows on access) and ``y`` a :class:`~deblendkit.storage.files.LazyRows` of the
+rows on access) and ``y`` a :class:`~deblendkit.storage.lazy.LazyRows` of the
 ``isolated`` dataset (``y[lo:hi]``, ``y.batches(n)``, ``np.asarray(y)`` read
 from the file; the workflow passes ``fit`` a lazy subset). A submission can
 then train batch by batch on a data set larger than memory. rampwf itself is
@@ -46,7 +46,7 @@ from deblendkit.deblend.blendset import BlendSet, load_split
 from deblendkit.errors import ConfigError, DataFileError
 from deblendkit.ramp.prediction import make_predictions_type
 from deblendkit.ramp.score_types import make_score_types
-from deblendkit.storage.files import H5Source, LazyRows, validate_file
+from deblendkit.storage import H5Source, LazyRows, validate_file
 
 __all__ = ["PROBLEM_TITLE", "CV_RANDOM_STATE", "get_train_data", "get_test_data", "get_cv",
            "data_meta", "DataMeta", "split_path", "out_of_core", "load_lazy", "quick_mode",

@@ -2,7 +2,7 @@
 
 :func:`score_submission` fits a submission on a training file given as a
 file-backed ``X`` (:class:`~deblendkit.deblend.blendset.BlendSet`) and lazy ``y``
-(:class:`~deblendkit.storage.files.LazyRows`), then predicts the data file batch
+(:class:`~deblendkit.storage.lazy.LazyRows`), then predicts the data file batch
 by batch, each batch checked by :class:`~deblendkit.ramp.workflow.DeblenderWorkflow`
 (shape, dtype, finite, flux, time budget) before
 :func:`~deblendkit.scoring.out_of_core.score_file` scores it. The command line
@@ -45,7 +45,7 @@ def score_submission(
     train_path : path, optional
         The training file (default ``train.h5`` beside ``data_path``);
         ``fit`` gets it as a file-backed BlendSet and a lazy ``y``
-        (:class:`~deblendkit.storage.files.LazyRows`).
+        (:class:`~deblendkit.storage.lazy.LazyRows`).
     batch_size, metrics, with_truth, max_blends
         As :func:`~deblendkit.scoring.out_of_core.score_file`.
     workflow : DeblenderWorkflow, optional

@@ -303,7 +303,7 @@ class DeblenderWorkflow:
     def train_submission(self, module_path, X, y, train_is=None):
         """Instantiate the submission's Deblender and fit it on ``X[train_is], y[train_is]``.
 
-        ``y`` may be an ndarray or a file-backed :class:`~deblendkit.storage.files.LazyRows`
+        ``y`` may be an ndarray or a file-backed :class:`~deblendkit.storage.lazy.LazyRows`
         (out-of-core mode), which stays lazy here.
         """
         name, cls = self._load(module_path)

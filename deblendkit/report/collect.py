@@ -42,7 +42,7 @@ from deblendkit.report.results import (
     read_galaxy_table,
     read_results_meta,
 )
-from deblendkit.storage.files import validate_file
+from deblendkit.storage import validate_file
 
 __all__ = [
     "STATUS_SCORED",

@@ -56,7 +56,7 @@ from scipy.stats import poisson
 from deblendkit.config import SimConfig
 from deblendkit.errors import ConfigError, DataFileError
 from deblendkit.sim.field_mode import draws_needed, mean_count
-from deblendkit.storage.files import read_dataset
+from deblendkit.storage import read_dataset
 
 __all__ = [
     "COUNT_SLOPE", "COUNT_SLOPE_TOL", "GOLD_DENSITY", "GOLD_DENSITY_TOL", "GOLD_LIMIT",

@@ -33,7 +33,7 @@ from deblendkit._checks import positive_int
 from deblendkit.deblend.blendset import BlendSet
 from deblendkit.errors import ConfigError, PredictionError
 from deblendkit.scoring.table import galaxy_table_batch, summarize
-from deblendkit.storage.files import H5Source, read_dataset, validate_file
+from deblendkit.storage import H5Source, read_dataset, validate_file
 
 __all__ = ["StreamResult", "score_file", "iter_batch_tables", "rows_scored", "DEFAULT_BATCH_SIZE"]
 

@@ -37,7 +37,7 @@ import pandas as pd
 from deblendkit._checks import positive_int
 from deblendkit.scoring.out_of_core import DEFAULT_BATCH_SIZE, rows_scored
 from deblendkit.scoring.table import galaxy_table_batch, summarize
-from deblendkit.storage.files import H5Source, validate_file
+from deblendkit.storage import H5Source, validate_file
 
 __all__ = [
     "REFERENCES",

@@ -37,7 +37,7 @@ import pandas as pd
 from deblendkit._fs import package_version
 from deblendkit.errors import ConfigError, DataFileError, PredictionError
 from deblendkit.scoring.table import galaxy_table
-from deblendkit.storage.files import read_batches, read_dataset, validate_file
+from deblendkit.storage import read_batches, read_dataset, validate_file
 
 __all__ = [
     "RESULTS_VERSION",

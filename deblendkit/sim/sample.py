@@ -33,7 +33,7 @@ from deblendkit.sim.survey import get_survey
 __all__ = [
     "BlendSample", "SPLIT_CODES", "BLENDED_CONTAMINATION", "FOOTPRINT_NSIGMA", "split_code",
     "blend_rng", "band_fluxes", "add_noise", "blendedness", "contamination", "contamination_band",
-    "truth_table",
+    "truth_table", "TRUTH_COLUMNS",
 ]
 
 #: Stream of each split in the seed sequence (train and test never share a blend).
@@ -42,6 +42,16 @@ SPLIT_CODES = {"train": 0, "test": 1, "train_mini": 2, "test_mini": 3}
 BLENDED_CONTAMINATION = 0.01
 #: Footprint: pixels where the galaxy's own noiseless image exceeds this many sky sigmas.
 FOOTPRINT_NSIGMA = 1.0
+#: The truth table's columns in file order, ``(name, dtype)``; ``{band}`` repeats a
+#: column for every simulated band. :func:`deblendkit.storage.schema.truth_dtype`
+#: builds the file's dtype from it; :func:`truth_table` returns the columns in this order.
+TRUTH_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("blend_index", "i8"), ("slot", "i2"), ("x", "f8"), ("y", "f8"),
+    ("flux_{band}", "f8"), ("mag_{band}", "f8"), ("stamp_flux_{band}", "f8"),
+    ("hlr_disk", "f8"), ("hlr_bulge", "f8"), ("e1", "f8"), ("e2", "f8"), ("bulge_fraction", "f8"),
+    ("redshift", "f8"), ("sed_bulge", "i2"), ("sed_disk", "i2"), ("blendedness", "f8"), ("snr", "f8"),
+    ("labelled", "i1"), ("contamination", "f8"),
+)
 
 
 @dataclass(frozen=True)
@@ -224,4 +234,5 @@ def truth_table(
     )
     for name in ("blendedness", "snr", "labelled", "contamination"):
         truth[name] = per_image[name]
-    return truth
+    order = [name.format(band=b) for name, _ in TRUTH_COLUMNS for b in (bands if "{band}" in name else "_")]
+    return {name: truth[name] for name in order}

@@ -9,7 +9,7 @@ import pytest
 from deblendkit.errors import ConfigError, DeblendKitError
 from deblendkit.ramp import save_output as S
 from deblendkit.report import results as R
-from deblendkit.storage.files import read_dataset
+from deblendkit.storage import read_dataset
 
 
 @pytest.fixture()

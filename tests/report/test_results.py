@@ -10,7 +10,7 @@ import pytest
 
 from deblendkit.errors import ConfigError, DataFileError, PredictionError
 from deblendkit.report import results as R
-from deblendkit.storage.files import read_dataset
+from deblendkit.storage import read_dataset
 
 
 @pytest.fixture(scope="module")

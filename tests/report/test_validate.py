@@ -18,7 +18,7 @@ from deblendkit.report import realism as validate
 from deblendkit.sim.modes import simulate_scene
 from deblendkit.sim.population import sample_magnitudes
 from deblendkit.sim.sky import simulate_sky
-from deblendkit.storage.files import DatasetWriter, truth_dtype
+from deblendkit.storage import DatasetWriter, truth_dtype
 
 
 def write_file(path, config: SimConfig, n_blends: int, seed: int = 0, split: str = "train") -> None:

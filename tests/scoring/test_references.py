@@ -17,7 +17,7 @@ from deblendkit.scoring.references import (
     reference_scores,
 )
 from deblendkit.scoring.table import galaxy_table, summarize
-from deblendkit.storage.files import DatasetWriter, truth_dtype
+from deblendkit.storage import DatasetWriter, truth_dtype
 
 BANDS = ("g", "r", "i")
 

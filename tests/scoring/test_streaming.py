@@ -1,5 +1,5 @@
 """Out-of-core scoring (deblendkit.scoring.out_of_core, deblendkit.ramp.stream, the CLI deblendkit.cli.score)
-and the file-backed labels (storage.files.LazyRows)."""
+and the file-backed labels (storage.lazy.LazyRows)."""
 from __future__ import annotations
 
 import pickle
@@ -19,7 +19,7 @@ from deblendkit.ramp.stream import score_submission
 from deblendkit.ramp.workflow import DeblenderWorkflow
 from deblendkit.scoring.out_of_core import score_file
 from deblendkit.scoring.table import galaxy_table, summarize
-from deblendkit.storage.files import DatasetWriter, H5Source, LazyRows, truth_dtype
+from deblendkit.storage import DatasetWriter, H5Source, LazyRows, truth_dtype
 
 SMALL = dict(stamp_size=20, psf_size=9, bands=("g", "r", "i"), max_galaxies=3, edge_margin=3)
 

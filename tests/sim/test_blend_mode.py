@@ -12,7 +12,7 @@ from deblendkit.config import SimConfig
 from deblendkit.sim.blend_mode import place_galaxies, simulate_blend_mode
 from deblendkit.sim.sample import blendedness
 from deblendkit.sim.survey import get_survey
-from deblendkit.storage.files import read_dataset
+from deblendkit.storage import read_dataset
 
 SMALL = dict(stamp_size=32, psf_size=15, edge_margin=6)
 

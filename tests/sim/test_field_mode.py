@@ -16,7 +16,7 @@ from deblendkit.sim.modes import simulate_scene
 from deblendkit.sim.render import component_profiles, render_galaxies
 from deblendkit.sim.sample import contamination
 from deblendkit.sim.survey import get_survey
-from deblendkit.storage.files import read_dataset
+from deblendkit.storage import read_dataset
 
 FIELD = dict(mode="field", bands=("g", "r", "i"), noise="none")
 

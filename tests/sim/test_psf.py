@@ -8,7 +8,7 @@ import pytest
 from deblendkit.config import SimConfig
 from deblendkit.sim.psf import psf_images, scene_psfs
 from deblendkit.sim.survey import get_survey
-from deblendkit.storage.files import read_dataset
+from deblendkit.storage import read_dataset
 
 
 def image_fwhm(img: np.ndarray, scale: float) -> float:

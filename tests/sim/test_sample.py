@@ -23,7 +23,7 @@ from deblendkit.sim.sample import (
     truth_table,
 )
 from deblendkit.sim.survey import get_survey
-from deblendkit.storage.files import truth_dtype
+from deblendkit.storage import truth_dtype
 
 
 def test_blend_rng_is_the_index_th_child_of_the_split_sequence():
