@@ -276,11 +276,13 @@ class BlindPredictions(BasePrediction):
         members = [predictions_list[i] for i in index_list]
         if not members:
             raise PredictionError("combine needs at least one Predictions, got an empty list")
-        out = members[0].y_pred.copy()
-        have = members[0].valid_indexes.copy()
-        for m in members[1:]:
-            if len(m.y_pred) != len(out):
-                raise PredictionError(f"cannot combine predictions of {len(out)} and {len(m.y_pred)} blends")
+        n = len(members[0].y_pred)
+        # Start from a lazily mapped empty array: only the predicted rows get written.
+        out = not_predicted(n, k_out=cls.k_out, n_bands=cls.n_bands, stamp_size=cls.stamp_size)
+        have = np.zeros(n, dtype=bool)
+        for m in members:
+            if len(m.y_pred) != n:
+                raise PredictionError(f"cannot combine predictions of {n} and {len(m.y_pred)} blends")
             take = ~have & m.valid_indexes
             out[take] = m.y_pred[take]
             have |= take
