@@ -33,8 +33,8 @@ def main() -> None:
     os.environ.setdefault("DEBLEND_UNET_MAX_TRAIN_SECONDS", "20")
 
     from deblendkit.deblend.blendset import load_split
-    from deblendkit.scoring.metrics import deblend_scores
     from deblendkit.ramp.workflow import DeblenderWorkflow
+    from deblendkit.scoring.metrics import deblend_scores
 
     X, y = load_split(os.path.join(args.data, "train.h5"))
     Xt, yt = load_split(os.path.join(args.data, "test.h5"))

@@ -418,7 +418,8 @@ class SimConfig:
     @property
     def magnitude_band(self) -> str:
         """Band in which magnitudes (and sizes) are drawn: ``reference_band``, or when it is
-        None ``"i"`` if the survey has it, else the survey's reddest band."""
+        None ``"i"`` if the survey has it, else the survey's reddest band.
+        """
         if self.reference_band is not None:
             return self.reference_band
         names = get_survey(self.survey).band_names
@@ -426,19 +427,22 @@ class SimConfig:
 
     @property
     def pixel_scale(self) -> float:
-        """arcsec / pixel, the survey's."""
+        """Arcsec / pixel, the survey's."""
         return get_survey(self.survey).pixel_scale
 
     # -- serialisation ---------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
+        """The options as a plain dict (tuples as lists), as stored in a data file's ``config`` attribute."""
         d = dataclasses.asdict(self)
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
     def to_json(self) -> str:
+        """The options as JSON with sorted keys (the data files' ``config`` attribute, byte for byte)."""
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "SimConfig":
+        """A validated config from a mapping of option names to values (unknown names refused)."""
         if not isinstance(d, dict):
             raise ConfigError(f"a config must be a mapping of option names to values, got {type(d).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
@@ -450,6 +454,7 @@ class SimConfig:
 
     @classmethod
     def from_json(cls, text: str) -> "SimConfig":
+        """A validated config from :meth:`to_json`'s text."""
         try:
             d = json.loads(text)
         except json.JSONDecodeError as exc:

@@ -22,7 +22,7 @@ def test_defaults_are_valid_and_documented():
 
 def test_options_are_keyword_only_and_frozen():
     with pytest.raises(TypeError):
-        SimConfig("LSST")  # noqa: the survey must be named
+        SimConfig("LSST")  # the survey must be named: options are keyword-only
     c = SimConfig()
     with pytest.raises(dataclasses.FrozenInstanceError):
         c.stamp_size = 64

@@ -203,3 +203,7 @@ def main(argv: list[str] | None = None) -> int:
             return 130
     _print_summary(config, args.seed, results, total)
     return 0
+
+
+if __name__ == "__main__":  # python -m deblendkit.cli.prepare_data
+    sys.exit(main())

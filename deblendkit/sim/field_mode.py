@@ -107,7 +107,8 @@ def cumulative_density(config: SimConfig, mag) -> np.ndarray:
 
 def mean_count(config: SimConfig, area_arcmin2: float, *, faint: float | None = None) -> float:
     """Mean number of galaxies between ``field_bright_limit`` and ``faint`` (default the
-    faint limit) over ``area_arcmin2`` arcmin^2."""
+    faint limit) over ``area_arcmin2`` arcmin^2.
+    """
     faint = config.field_faint_limit if faint is None else faint
     lo = cumulative_density(config, config.field_bright_limit)
     return float(area_arcmin2 * (cumulative_density(config, faint) - lo))
@@ -129,7 +130,8 @@ def _stamp_area(config: SimConfig) -> float:
 # --------------------------------------------------------------------------
 def field_rng(seed: int, split: str, index: int, attempt: int) -> np.random.Generator:
     """Generator of draw ``attempt`` of blend ``index``: child ``attempt`` of the blend's
-    seed sequence, ``SeedSequence(seed, spawn_key=(split_code, index, attempt))``."""
+    seed sequence, ``SeedSequence(seed, spawn_key=(split_code, index, attempt))``.
+    """
     ss = np.random.SeedSequence(int(seed), spawn_key=(split_code(split), int(index), int(attempt)))
     return np.random.default_rng(ss)
 

@@ -152,7 +152,8 @@ def blendedness(isolated: np.ndarray, total: np.ndarray | None = None) -> np.nda
 
 def contamination_band(config: SimConfig) -> str:
     """Band of the contamination measure: r (Sanchez et al. 2021) if simulated, else the
-    magnitude band if simulated, else the last band simulated."""
+    magnitude band if simulated, else the last band simulated.
+    """
     bands = config.simulated_bands
     if "r" in bands:
         return "r"

@@ -497,7 +497,8 @@ def relative_l2(pred: torch.Tensor, truth: torch.Tensor, floor: torch.Tensor | f
     """Per-sample ``||pred - truth|| / sqrt(||truth||^2 + floor^2)`` over all but dim 0."""
     diff = (pred - truth).flatten(1)
     norm = truth.flatten(1).pow(2).sum(dim=1)
-    return diff.pow(2).sum(dim=1).sqrt() / (norm + torch.as_tensor(floor, dtype=norm.dtype, device=norm.device) ** 2).sqrt()
+    floor2 = torch.as_tensor(floor, dtype=norm.dtype, device=norm.device) ** 2
+    return diff.pow(2).sum(dim=1).sqrt() / (norm + floor2).sqrt()
 
 
 # ---------------------------------------------------------------------------- network
