@@ -3,7 +3,7 @@
 # --with-scarlet2 also installs requirements-scarlet2.txt (scarlet2 + JAX, ~300 MB),
 # which only the scarlet2 submission needs; ./run_tests.sh asks for it.
 # Also installs the Debian packages the browser and ramp-board tests need
-# (chromium, postgresql) when they are missing and apt-get is usable (root).
+# (chromium, postgresql, bubblewrap) when they are missing and apt-get is usable (root).
 set -euo pipefail
 cd "$(dirname "$0")"
 PY=${PYTHON:-python3}
@@ -18,6 +18,7 @@ done
 need_apt=()
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
+command -v bwrap >/dev/null 2>&1 || need_apt+=(bubblewrap)  # the hosted leaderboard's sandbox
 if [ ${#need_apt[@]} -gt 0 ] && [ "${DEBLEND_SKIP_APT:-0}" != 1 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "setup_env.sh: installing Debian packages: ${need_apt[*]}"

@@ -23,16 +23,16 @@ one). Two modes:
 
 Command line::
 
-    python -m deblendkit.ramp.runner [--mode subprocess|inprocess] [--quick-test]
+    deblend-run [--mode subprocess|inprocess] [--quick-test]        (python -m deblendkit.cli.run)
         [--timeout S] [--time-budget S] [--json status.json] [NAME ...]
 
-exits 0 when every submission is ok, 1 when some failed (all are run).
+exits 0 when every submission is ok, 1 when some failed (all are run). On a
+hosted leaderboard, ``deblend-run --hosted LAYOUT`` runs each submission in
+the sandbox instead (:mod:`deblendkit.ramp.hosted`).
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
-import json
 import logging
 import math
 import os
@@ -43,13 +43,16 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
+from rampwf.utils.importing import import_module_from_source
 
 from deblendkit.errors import ConfigError, DeblendKitError
 
-__all__ = ["RunResult", "run_submissions", "run_inprocess", "run_subprocess", "list_submissions", "main"]
+__all__ = ["RunResult", "run_submissions", "run_inprocess", "run_subprocess", "list_submissions",
+           "format_results", "MODES"]
 
 log = logging.getLogger(__name__)
 
@@ -138,8 +141,6 @@ def _one_line(exc: BaseException) -> str:
 # In-process
 # ---------------------------------------------------------------------------
 def _load_problem(kit_dir: str):
-    from rampwf.utils.importing import import_module_from_source
-
     path = os.path.join(kit_dir, "problem.py")
     if not os.path.isfile(path):
         raise ConfigError(f"no problem.py in {kit_dir!r}; expected a RAMP kit directory")
@@ -235,8 +236,6 @@ def _error_message(output: str) -> str:
 
 
 def _read_scores(kit_dir: str, name: str) -> dict[str, float]:
-    import pandas as pd
-
     root = os.path.join(kit_dir, "submissions", name, "training_output")
     frames = []
     if os.path.isdir(root):
@@ -358,34 +357,3 @@ def format_results(results: Sequence[RunResult], *, score: str = "deblend") -> s
     n_ok = sum(r.ok for r in results)
     lines.append(f"{n_ok} of {len(results)} submissions ok")
     return "\n".join(lines)
-
-
-def main(argv=None) -> int:
-    """CLI entry point (see the module docstring)."""
-    p = argparse.ArgumentParser(prog="python -m deblendkit.ramp.runner",
-                                description="Run several submissions; a failing one does not stop the others.")
-    p.add_argument("names", nargs="*", help="submissions (default: all in submissions/)")
-    p.add_argument("--kit-dir", default=".", help="the kit directory (default %(default)s)")
-    p.add_argument("--mode", choices=MODES, default="subprocess", help="default %(default)s")
-    p.add_argument("--quick-test", action="store_true", help="use the _mini data files")
-    p.add_argument("--timeout", type=float, help="wall-clock seconds per submission (subprocess mode)")
-    p.add_argument("--time-budget", type=float, help="seconds per step (DEBLEND_TIME_BUDGET_S)")
-    p.add_argument("--json", help="write the statuses to this JSON file")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    try:
-        results = run_submissions(args.names or None, kit_dir=args.kit_dir, mode=args.mode,
-                                  quick_test=args.quick_test, timeout_s=args.timeout,
-                                  time_budget_s=args.time_budget)
-    except DeblendKitError as exc:
-        print(f"deblendkit.ramp.runner: error: {exc}", file=sys.stderr)
-        return 2
-    print(format_results(results))
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump([asdict(r) for r in results], fh, indent=1)
-    return 0 if all(r.ok for r in results) else 1
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from deblendkit.ramp import runner
+from deblendkit.cli.run import main
 from deblendkit.config import SimConfig
 from deblendkit.errors import ConfigError
-from deblendkit.ramp.runner import RunResult, list_submissions, main, run_submissions
+from deblendkit.ramp import runner
+from deblendkit.ramp.runner import RunResult, list_submissions, run_submissions
 
 SMALL = dict(stamp_size=20, psf_size=9, bands=("g", "r", "i"), max_galaxies=3, edge_margin=3)
 

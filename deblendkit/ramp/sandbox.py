@@ -1,0 +1,237 @@
+"""A sandbox for a submission's ``fit`` and ``predict`` on a hosted leaderboard.
+
+A hosted submission is somebody else's code. It runs here in a process that
+can read the Python installation, the kit's package, its own folder and the
+data files it is given, and nothing else of the deployment; it cannot write
+outside a size-limited scratch ``/tmp``; it has no network; its memory, CPU
+time, processes and file sizes are bounded. It is made from what Linux and
+Debian already have, not from a list of forbidden words:
+
+* ``bwrap`` (bubblewrap, Debian package ``bubblewrap``) builds an empty root
+  with read-only binds of ``/usr``, ``/lib``, ``/etc``, the Python prefix, the
+  venv, the kit's package, the submission folder and the input files; a
+  ``tmpfs`` of ``scratch_bytes`` on ``/tmp``; new PID, network, IPC and UTS
+  namespaces (so no process, socket or server of the host is reachable, not
+  even 127.0.0.1); ``--die-with-parent`` and ``--new-session``;
+* inside, ``setpriv`` drops to the unprivileged user ``nobody`` (uid 65534, no
+  capabilities, no supplementary groups), so file permissions and the process
+  limit apply;
+* ``prlimit`` sets the rlimits: address space (``memory_bytes``), CPU seconds,
+  processes of that user (``max_processes``, stops a fork bomb), file size;
+* the caller kills the whole session after ``wall_seconds``.
+
+The submission never writes a file the scorer reads: the driver inside
+(:mod:`deblendkit.ramp.sandbox_driver`) sends its predictions as one ``.npy``
+stream on a pipe (the original stdout; the submission's own prints go to
+stderr), which the caller reads up to the size the predictions must have.
+The scores are computed outside, from those predictions and the labels that
+were never in the sandbox.
+
+When the sandbox cannot start (``bwrap`` missing, namespaces refused), the
+hosted path raises :class:`~deblendkit.errors.SandboxError` saying what is
+missing; it never runs a submission unsandboxed.
+"""
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from deblendkit._checks import positive_int
+from deblendkit.errors import SandboxError, SubmissionError
+
+__all__ = ["SandboxLimits", "check_sandbox", "sandbox_command", "run_in_sandbox", "SANDBOX_UID"]
+
+SANDBOX_UID = 65534  # nobody
+_SYSTEM_DIRS = ("/usr", "/lib", "/lib64", "/bin", "/sbin", "/etc")
+#: Where the sandboxed process sees its inputs.
+INSIDE_SUBMISSION = "/sandbox/submission"
+INSIDE_DATA = "/sandbox/data"
+
+
+@dataclass(frozen=True, kw_only=True)
+class SandboxLimits:
+    """Bounds of one sandboxed run.
+
+    Attributes
+    ----------
+    memory_bytes : int
+        Address space (RLIMIT_AS), bytes.
+    cpu_seconds : int
+        CPU time (RLIMIT_CPU), seconds.
+    wall_seconds : int
+        Wall-clock time after which the whole sandbox is killed, seconds.
+    max_processes : int
+        Processes of the sandbox user (RLIMIT_NPROC).
+    file_bytes : int
+        Largest file it may write (RLIMIT_FSIZE), bytes.
+    scratch_bytes : int
+        Size of its writable ``/tmp`` (tmpfs), bytes.
+    """
+
+    memory_bytes: int = 8 * 2**30
+    cpu_seconds: int = 3600
+    wall_seconds: int = 3600
+    max_processes: int = 64
+    file_bytes: int = 2**30
+    scratch_bytes: int = 2**30
+
+    def __post_init__(self):
+        for name in ("memory_bytes", "cpu_seconds", "wall_seconds", "max_processes", "file_bytes", "scratch_bytes"):
+            positive_int(name, getattr(self, name))
+
+
+def _tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        raise SandboxError(f"the hosted sandbox needs `{name}` on PATH, which is missing; install it "
+                           f"(Debian: apt-get install {'bubblewrap' if name == 'bwrap' else 'util-linux'}); "
+                           "hosted scoring refuses to run submissions unsandboxed", value=name)
+    return path
+
+
+def _dirs_above(path: Path) -> list[str]:
+    """``--dir`` arguments (mode 0755) for every ancestor of ``path``, so ``nobody`` can traverse them."""
+    out = []
+    for parent in reversed(path.parents[:-1]):  # not "/"
+        out += ["--perms", "0755", "--dir", str(parent)]
+    return out
+
+
+def _ro(source: str | os.PathLike, target: str | os.PathLike | None = None) -> list[str]:
+    target = Path(target if target is not None else source)
+    return _dirs_above(target) + ["--ro-bind", str(source), str(target)]
+
+
+def sandbox_command(argv: list[str], *, submission_dir: str | os.PathLike, data_files: dict[str, str],
+                    limits: SandboxLimits) -> list[str]:
+    """The command that runs ``argv`` in the sandbox (see the module docstring).
+
+    Parameters
+    ----------
+    argv : list of str
+        The command inside (absolute paths as seen inside).
+    submission_dir : path
+        Bound read-only at :data:`INSIDE_SUBMISSION`.
+    data_files : dict
+        ``{name inside /sandbox/data: host path}``, each bound read-only.
+    limits : SandboxLimits
+    """
+    bwrap, setpriv, prlimit = _tool("bwrap"), _tool("setpriv"), _tool("prlimit")
+    cmd = [bwrap, "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
+           "--die-with-parent", "--new-session", "--clearenv"]
+    for d in _SYSTEM_DIRS:
+        if os.path.exists(d):
+            cmd += ["--ro-bind", d, d]
+    prefixes = {Path(sys.base_prefix).resolve(), Path(sys.prefix)}
+    for p in sorted(prefixes):
+        cmd += _ro(p)
+    cmd += _ro(Path(__file__).resolve().parents[1])  # the deblendkit package's folder
+    cmd += _ro(Path(submission_dir).resolve(), INSIDE_SUBMISSION)
+    for name, host in sorted(data_files.items()):
+        cmd += _ro(Path(host).resolve(), f"{INSIDE_DATA}/{name}")
+    cmd += ["--proc", "/proc", "--dev", "/dev", "--size", str(limits.scratch_bytes), "--tmpfs", "/tmp",
+            "--chdir", "/tmp", "--setenv", "HOME", "/tmp", "--setenv", "PATH", "/usr/bin:/bin",
+            "--setenv", "OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "2"),
+            "--setenv", "MPLCONFIGDIR", "/tmp", "--",
+            setpriv, f"--reuid={SANDBOX_UID}", f"--regid={SANDBOX_UID}", "--clear-groups",
+            "--inh-caps=-all", "--bounding-set=-all",
+            prlimit, f"--as={limits.memory_bytes}", f"--cpu={limits.cpu_seconds}",
+            f"--nproc={limits.max_processes}", f"--fsize={limits.file_bytes}", "--"]
+    return cmd + list(argv)
+
+
+def check_sandbox() -> None:
+    """Start an empty sandbox once; raise :class:`SandboxError` saying what is missing if it cannot."""
+    cmd = sandbox_command(["/bin/true"], submission_dir="/usr", data_files={}, limits=SandboxLimits())
+    try:
+        run = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise SandboxError(f"the hosted sandbox cannot start ({exc}); hosted scoring refuses to run "
+                           "submissions unsandboxed") from exc
+    if run.returncode != 0:
+        raise SandboxError(f"the hosted sandbox cannot start: {run.stderr.strip() or run.returncode} "
+                           "(bubblewrap needs PID and network namespaces, and root or unprivileged user "
+                           "namespaces); hosted scoring refuses to run submissions unsandboxed",
+                           value=run.returncode)
+
+
+def _read_bounded(stream, limit: int) -> bytes:
+    chunks, total = [], 0
+    while True:
+        chunk = stream.read(min(1 << 20, limit + 1 - total))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        total += len(chunk)
+        if total > limit:
+            break
+    return b"".join(chunks)
+
+
+def run_in_sandbox(name: str, *, submission_dir: str | os.PathLike, train_file: str | os.PathLike,
+                   inputs_file: str | os.PathLike, expected_shape: tuple[int, ...],
+                   limits: SandboxLimits = SandboxLimits()) -> tuple[np.ndarray, str]:
+    """Fit submission ``name`` on ``train_file`` and predict ``inputs_file``, in the sandbox.
+
+    Returns ``(predictions, stderr_tail)``: the predictions (float32, ``expected_shape``) as the
+    sandbox sent them, not yet checked for values (the scorer does).
+
+    Raises
+    ------
+    SandboxError
+        The sandbox cannot start.
+    SubmissionError
+        The submission failed, was killed by a limit, ran past ``wall_seconds`` or sent
+        something that is not an array of ``expected_shape``.
+    """
+    argv = [str(Path(sys.executable)), "-m", "deblendkit.ramp.sandbox_driver", INSIDE_SUBMISSION,
+            f"{INSIDE_DATA}/train.h5", f"{INSIDE_DATA}/test_inputs.h5"]
+    cmd = sandbox_command(argv, submission_dir=submission_dir,
+                          data_files={"train.h5": str(train_file), "test_inputs.h5": str(inputs_file)},
+                          limits=limits)
+    limit = int(np.prod(expected_shape)) * 4 + 4096
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        out, err = _communicate(proc, limit, limits.wall_seconds)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    tail = err.decode("utf-8", "replace")[-2000:]
+    if proc.returncode == -signal.SIGKILL and out is None:
+        raise SubmissionError(f"submission {name!r} ran past the sandbox's wall-clock limit of "
+                              f"{limits.wall_seconds} s and was killed", value=limits.wall_seconds)
+    if proc.returncode != 0:
+        last = tail.strip().splitlines()[-1] if tail.strip() else f"exit status {proc.returncode}"
+        raise SubmissionError(f"submission {name!r} failed in the sandbox: {last}", value=proc.returncode)
+    return _as_predictions(name, out, expected_shape), tail
+
+
+def _communicate(proc: subprocess.Popen, limit: int, wall_seconds: int) -> tuple[bytes | None, bytes]:
+    try:
+        out, err = proc.communicate(timeout=wall_seconds)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        _, err = proc.communicate()
+        return None, err
+    return out[: limit + 1], err
+
+
+def _as_predictions(name: str, data: bytes, shape: tuple[int, ...]) -> np.ndarray:
+    try:
+        arr = np.load(io.BytesIO(data), allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise SubmissionError(f"submission {name!r} sent no readable predictions from the sandbox ({exc}); "
+                              f"expected a float32 array of shape {shape}", value=len(data)) from exc
+    if arr.shape != tuple(shape) or arr.dtype != np.float32:
+        raise SubmissionError(f"submission {name!r} sent predictions of shape {arr.shape} and dtype {arr.dtype}; "
+                              f"expected float32 of shape {tuple(shape)}", value=arr.shape, allowed=tuple(shape))
+    return arr
