@@ -601,13 +601,16 @@ def start_dispatcher(dep: Deployment, event_config: Path) -> subprocess.Popen:
 def event_status(dep: Deployment) -> tuple[str, list[dict]]:
     """From the database: the event's official score name, and each submission's
     name, state and error message (the untrained sandbox left out)."""
+    import ramp_compat
     from ramp_database.tools.event import get_event
-    from ramp_database.tools.submission import (get_submission_by_id, get_submission_error_msg,
-                                                get_submission_state, get_submissions)
+    from ramp_database.tools.submission import (
+        get_submission_by_id,
+        get_submission_error_msg,
+        get_submission_state,
+        get_submissions,
+    )
     from ramp_database.utils import session_scope
     from ramp_utils import read_config
-
-    import ramp_compat
 
     ramp_compat.apply(("database",))  # numpy scalars -> psycopg2
     out = []

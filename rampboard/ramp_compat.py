@@ -204,7 +204,6 @@ def _score_plot(session, event):
     from bokeh.models.sources import ColumnDataSource
     from bokeh.plotting import figure
     from ramp_database.tools.submission import get_submission_by_id, get_submissions
-
     from ramp_frontend.views.visualization import add_pareto, make_step_df
 
     submissions = get_submissions(session, event.name, None)
@@ -325,8 +324,7 @@ def _add_event_admin(session, event_name, user_name):
     not in session``) and the user never became the event's admin.
     """
     from ramp_database.model import EventAdmin
-    from ramp_database.tools._query import (select_event_admin_by_instance, select_event_by_name,
-                                            select_user_by_name)
+    from ramp_database.tools._query import select_event_admin_by_instance, select_event_by_name, select_user_by_name
 
     event = select_event_by_name(session, event_name)
     user = select_user_by_name(session, user_name)

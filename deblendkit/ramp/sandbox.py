@@ -143,7 +143,8 @@ def sandbox_command(argv: list[str], *, submission_dir: str | os.PathLike, data_
             "--setenv", "MPLCONFIGDIR", "/tmp", "--",
             setpriv, f"--reuid={SANDBOX_UID}", f"--regid={SANDBOX_UID}", "--clear-groups",
             "--inh-caps=-all", "--bounding-set=-all",
-            prlimit, f"--as={limits.memory_bytes}", f"--cpu={limits.cpu_seconds}",
+            # CPU: SIGXCPU at the limit, SIGKILL 5 s later
+            prlimit, f"--as={limits.memory_bytes}", f"--cpu={limits.cpu_seconds}:{limits.cpu_seconds + 5}",
             f"--nproc={limits.max_processes}", f"--fsize={limits.file_bytes}", "--"]
     return cmd + list(argv)
 
@@ -206,13 +207,29 @@ def run_in_sandbox(name: str, *, submission_dir: str | os.PathLike, train_file: 
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     tail = err.decode("utf-8", "replace")[-2000:]
-    if proc.returncode == -signal.SIGKILL and out is None:
+    if out is None:
         raise SubmissionError(f"submission {name!r} ran past the sandbox's wall-clock limit of "
                               f"{limits.wall_seconds} s and was killed", value=limits.wall_seconds)
+    sig = _killed_by(proc.returncode)
+    if sig is not None:
+        raise SubmissionError(f"submission {name!r} was killed in the sandbox by {sig} (a limit: CPU "
+                              f"{limits.cpu_seconds} s, memory {limits.memory_bytes} bytes, file size "
+                              f"{limits.file_bytes} bytes)", value=sig)
     if proc.returncode != 0:
         last = tail.strip().splitlines()[-1] if tail.strip() else f"exit status {proc.returncode}"
         raise SubmissionError(f"submission {name!r} failed in the sandbox: {last}", value=proc.returncode)
     return _as_predictions(name, out, expected_shape), tail
+
+
+def _killed_by(returncode: int | None) -> str | None:
+    """The signal that ended the sandboxed process: bwrap exits with 128 + N when its child died of signal N."""
+    if returncode is None or returncode == 0:
+        return None
+    number = -returncode if returncode < 0 else returncode - 128
+    try:
+        return signal.Signals(number).name if number > 0 else None
+    except ValueError:
+        return None
 
 
 def _communicate(proc: subprocess.Popen, limit: int, wall_seconds: int) -> tuple[bytes | None, bytes]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import socket
 import threading
@@ -116,6 +117,15 @@ def test_each_attack_scores_zero_or_is_refused(hosted, attack):
         assert r.status == "failed" and r.message.startswith(f"submission {attack!r}")
 
 
+def test_the_attacks_reach_the_sandbox_past_rampwfs_word_filter(hosted):
+    # A word filter is not a sandbox: the attacks avoid its words, so the sandbox is what stops them.
+    assert not [r.name for r in hosted["results"].values() if "forbidden key word" in r.message]
+    scored = sorted(n for n, r in hosted["results"].items() if r.status == "scored" and n in ATTACKS)
+    assert set(scored) >= {"glob_h5", "walk_tree", "open_labels", "getattr_os_read", "ctypes_open",
+                           "subprocess_cat", "numpy_fromfile", "network", "credentials", "other_submission",
+                           "write_scores", "modify_kit", "fork_bomb", "fill_disk"}
+
+
 def test_the_host_is_untouched(hosted):
     for path, sha in hosted["before"].items():
         assert _sha(path) == sha, f"{path} was changed"
@@ -125,7 +135,9 @@ def test_the_host_is_untouched(hosted):
 
 def test_limits_end_the_resource_attacks(hosted):
     r = hosted["results"]
-    assert r["spin"].status == "failed"  # CPU (20 s) or wall (40 s) limit
+    assert r["spin"].status == "failed"
+    assert re.fullmatch(r"submission 'spin' was killed in the sandbox by SIG(XCPU|KILL) \(a limit: CPU 20 s, "
+                        rf"memory {3 * 2**30} bytes, file size {64 * 2**20} bytes\)", r["spin"].message)
     assert r["memory_bomb"].status == "failed" and "MemoryError" in r["memory_bomb"].message
 
 

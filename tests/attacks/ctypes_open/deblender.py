@@ -1,4 +1,4 @@
-"""Hostile submission for the sandbox tests: call libc's open() on the labels file through ctypes.
+"""Hostile submission for the sandbox tests: call libc's file-opening function on the labels file through ctypes.
 
 It reads its target (a host path or port the test chose) from ``target.txt``
 beside it. If the attack works it returns the labels (a perfect score) or
@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+# the builtin that rampwf's word filter refuses by name: a filter is not a sandbox
+OPEN = getattr(__import__("builtins"), "op" + "en")
 HERE = Path(__file__).resolve().parent
 TARGET = (HERE / "target.txt").read_text().strip() if (HERE / "target.txt").exists() else ""
 
@@ -44,6 +46,6 @@ class Deblender:
     def predict(self, X):
         import ctypes
         libc = ctypes.CDLL(None, use_errno=True)
-        if libc.open(TARGET.encode(), 0) >= 0:
-            raise RuntimeError("ESCAPED: libc open of the labels file")
+        if getattr(libc, "op" + "en")(TARGET.encode(), 0) >= 0:
+            raise RuntimeError("ESCAPED: libc read access to the labels file")
         return zeros(X)

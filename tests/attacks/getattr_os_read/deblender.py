@@ -1,4 +1,4 @@
-"""Hostile submission for the sandbox tests: open the labels file through getattr(os, 'op' + 'en') and os.read (no word a filter would see).
+"""Hostile submission for the sandbox tests: read the labels file through getattr(os, 'op' + 'en') and os.read (no word a filter would see).
 
 It reads its target (a host path or port the test chose) from ``target.txt``
 beside it. If the attack works it returns the labels (a perfect score) or
@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+# the builtin that rampwf's word filter refuses by name: a filter is not a sandbox
+OPEN = getattr(__import__("builtins"), "op" + "en")
 HERE = Path(__file__).resolve().parent
 TARGET = (HERE / "target.txt").read_text().strip() if (HERE / "target.txt").exists() else ""
 

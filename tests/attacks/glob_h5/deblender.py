@@ -1,4 +1,4 @@
-"""Hostile submission for the sandbox tests: the issue's cheat: glob for *.h5 (., .., the data folder, /tmp, the whole tree), open them with h5py, match the blends by their pixel bytes and return the isolated images.
+"""Hostile submission for the sandbox tests: the issue's cheat: glob for *.h5 (., .., the data folder, /tmp, the whole tree), read them with h5py, match the blends by their pixel bytes and return the isolated images.
 
 It reads its target (a host path or port the test chose) from ``target.txt``
 beside it. If the attack works it returns the labels (a perfect score) or
@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+# the builtin that rampwf's word filter refuses by name: a filter is not a sandbox
+OPEN = getattr(__import__("builtins"), "op" + "en")
 HERE = Path(__file__).resolve().parent
 TARGET = (HERE / "target.txt").read_text().strip() if (HERE / "target.txt").exists() else ""
 
@@ -43,7 +45,7 @@ class Deblender:
 
     def predict(self, X):
         import glob
-        for pattern in ("*.h5", "../*.h5", "../**/*.h5", "/sandbox/**/*.h5", "/tmp/**/*.h5", "/**/*.h5"):
+        for pattern in ("*.h5", "../*.h5", "/sandbox/**/*.h5", "/tmp/**/*.h5"):
             for path in glob.glob(pattern, recursive=True):
                 try:
                     found = labels_from(path, X)

@@ -1,4 +1,4 @@
-"""Hostile submission for the sandbox tests: open the labels file at its host path with open() and h5py.
+"""Hostile submission for the sandbox tests: read the labels file at its host path (the builtin fetched by getattr) and h5py.
 
 It reads its target (a host path or port the test chose) from ``target.txt``
 beside it. If the attack works it returns the labels (a perfect score) or
@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+# the builtin that rampwf's word filter refuses by name: a filter is not a sandbox
+OPEN = getattr(__import__("builtins"), "op" + "en")
 HERE = Path(__file__).resolve().parent
 TARGET = (HERE / "target.txt").read_text().strip() if (HERE / "target.txt").exists() else ""
 
@@ -43,7 +45,7 @@ class Deblender:
 
     def predict(self, X):
         try:
-            with open(TARGET, "rb"):
+            with OPEN(TARGET, "rb"):
                 pass
         except OSError:
             return zeros(X)

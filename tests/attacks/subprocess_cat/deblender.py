@@ -1,4 +1,4 @@
-"""Hostile submission for the sandbox tests: run `cat` on the labels file in a subprocess.
+"""Hostile submission for the sandbox tests: run `cat` on the labels file in a child process (the module fetched by name).
 
 It reads its target (a host path or port the test chose) from ``target.txt``
 beside it. If the attack works it returns the labels (a perfect score) or
@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+# the builtin that rampwf's word filter refuses by name: a filter is not a sandbox
+OPEN = getattr(__import__("builtins"), "op" + "en")
 HERE = Path(__file__).resolve().parent
 TARGET = (HERE / "target.txt").read_text().strip() if (HERE / "target.txt").exists() else ""
 
@@ -42,8 +44,8 @@ class Deblender:
         return self
 
     def predict(self, X):
-        import subprocess
-        run = subprocess.run(["cat", TARGET], capture_output=True)
+        import importlib
+        run = importlib.import_module("sub" + "process").run(["cat", TARGET], capture_output=True)
         if run.returncode == 0 and run.stdout:
             raise RuntimeError("ESCAPED: cat read the labels file")
         return zeros(X)
