@@ -49,6 +49,7 @@ import numpy as np
 import pandas as pd
 from rampwf.utils.importing import import_module_from_source
 
+from deblendkit._process import die_with_parent
 from deblendkit.errors import ConfigError, DeblendKitError
 
 __all__ = ["RunResult", "run_submissions", "run_inprocess", "run_subprocess", "list_submissions",
@@ -276,13 +277,18 @@ def run_subprocess(
     env.update({k: v for k, v in _budget_env(time_budget_s).items() if v is not None})
     env.setdefault("PYTHONUNBUFFERED", "1")
     t0 = time.perf_counter()
+    parent = os.getpid()
+    # Own session (a timeout kills the whole group); the child dies with this process, SIGKILL included (#21).
     proc = subprocess.Popen(cmd, cwd=kit_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)
+                            text=True, start_new_session=True, preexec_fn=lambda: die_with_parent(parent))
     try:
         output, _ = proc.communicate(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
+    except BaseException as exc:  # Ctrl-C, SIGTERM turned into SystemExit, or the time limit: stop the group
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
+        if not isinstance(exc, subprocess.TimeoutExpired):
+            proc.wait()
+            raise
         proc.communicate()
         return RunResult(name, "timeout",
                          f"submission {name!r} ran past the run's time limit of {timeout_s:g} s and was "

@@ -197,3 +197,28 @@ def test_subprocess_ramp_test_isolates_failures_and_reads_scores(kit):
     assert set(by["good"].scores) == {"deblend", "flux_scatter_r"}
     assert 0.0 < by["good"].scores["deblend"] <= 1.0
     assert (kit / "submissions" / "good" / "training_output" / "fold_0" / "scores.csv").exists()
+
+
+@pytest.mark.slow
+def test_a_killed_runner_leaves_no_ramp_test_behind(kit):
+    """SIGKILL of `deblend-run` mid-run: its ramp-test child (own session) dies with it (#21)."""
+    import signal
+    import subprocess
+    import time
+
+    import psutil
+
+    runner_proc = subprocess.Popen([sys.executable, "-m", "deblendkit.cli.run", "slow", "--kit-dir", str(kit)],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    me = psutil.Process(runner_proc.pid)
+    deadline = time.monotonic() + 60
+    children = []
+    while time.monotonic() < deadline and not children:
+        children = me.children(recursive=True)
+        time.sleep(0.2)
+    assert children, "the runner started no ramp-test"
+    time.sleep(2)  # ramp-test is in the submission's fit (sleeping 30 s)
+    runner_proc.send_signal(signal.SIGKILL)
+    runner_proc.wait()
+    gone, alive = psutil.wait_procs(children, timeout=10)
+    assert not alive, f"left behind: {[p.pid for p in alive]}"
