@@ -126,7 +126,9 @@ def sandbox_command(argv: list[str], *, submission_dir: str | os.PathLike, data_
     """
     bwrap, setpriv, prlimit = _tool("bwrap"), _tool("setpriv"), _tool("prlimit")
     cmd = [bwrap, "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
-           "--die-with-parent", "--new-session", "--clearenv"]
+           "--die-with-parent", "--new-session", "--clearenv",
+           # the scratch /tmp first: binds of paths under /tmp (a kit cloned there) go on top of it
+           "--size", str(limits.scratch_bytes), "--tmpfs", "/tmp"]
     for d in _SYSTEM_DIRS:
         if os.path.exists(d):
             cmd += ["--ro-bind", d, d]
@@ -137,8 +139,8 @@ def sandbox_command(argv: list[str], *, submission_dir: str | os.PathLike, data_
     cmd += _ro(Path(submission_dir).resolve(), INSIDE_SUBMISSION)
     for name, host in sorted(data_files.items()):
         cmd += _ro(Path(host).resolve(), f"{INSIDE_DATA}/{name}")
-    cmd += ["--proc", "/proc", "--dev", "/dev", "--size", str(limits.scratch_bytes), "--tmpfs", "/tmp",
-            "--chdir", "/tmp", "--setenv", "HOME", "/tmp", "--setenv", "PATH", "/usr/bin:/bin",
+    cmd += ["--proc", "/proc", "--dev", "/dev", "--chdir", "/tmp",
+            "--setenv", "HOME", "/tmp", "--setenv", "PATH", "/usr/bin:/bin",
             "--setenv", "OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "2"),
             "--setenv", "MPLCONFIGDIR", "/tmp", "--",
             setpriv, f"--reuid={SANDBOX_UID}", f"--regid={SANDBOX_UID}", "--clear-groups",

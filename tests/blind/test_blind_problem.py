@@ -20,7 +20,6 @@ from deblendkit.ramp.blind_score_types import make_blind_score_types
 from deblendkit.ramp.blind_workflow import BlindWorkflow
 
 ROOT = Path(__file__).resolve().parents[2]
-MINI = ROOT / "data" / "test_mini.h5"
 N, K, C, S = 3, 4, 2, 8
 
 
@@ -118,9 +117,8 @@ def test_blindset_hides_centres_and_counts():
     assert len(X[1:]) == 2 and len(X[0]) == 1 and [len(b) for b in X.batches(2)] == [2, 1]
 
 
-@pytest.mark.skipif(not MINI.exists(), reason="data/test_mini.h5 not made")
-def test_truth_from_the_mini_file_and_perfect_scores():
-    X, y = load_blind(MINI)
+def test_truth_from_the_mini_file_and_perfect_scores(small_data_dir):
+    X, y = load_blind(small_data_dir / "test_mini.h5")
     assert y.dtype == truth_dtype(y["centers"].shape[1], X.n_bands, X.stamp_size)
     assert X.k_out == 2 * y["centers"].shape[1]
     n = y["n_galaxies"]
@@ -136,9 +134,8 @@ def test_truth_from_the_mini_file_and_perfect_scores():
     assert scores["blind"] == 1.0 and scores["recall"] == 1.0 and scores["unrecognised"] == 0.0
 
 
-@pytest.mark.skipif(not MINI.exists(), reason="data/test_mini.h5 not made")
-def test_workflow_runs_sep_detect_and_checks_its_output(tmp_path):
-    X, y = load_blind(MINI)
+def test_workflow_runs_sep_detect_and_checks_its_output(small_data_dir, tmp_path):
+    X, y = load_blind(small_data_dir / "test_mini.h5")
     wf = BlindWorkflow()
     model = wf.train_submission(str(ROOT / "blind" / "submissions" / "sep_detect"), X, y)
     out = wf.test_submission(model, X, fold=(np.arange(2), np.arange(2, 4)))
