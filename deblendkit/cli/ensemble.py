@@ -17,6 +17,7 @@ files, as after ``ramp-test --quick-test``.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import logging
 import os
@@ -26,7 +27,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from deblendkit._fs import atomic_write_text
+from deblendkit._fs import atomic_write_bytes, atomic_write_text
 from deblendkit.errors import DeblendKitError
 from deblendkit.ramp.ensemble_outputs import EnsembleOutcome, ensemble_from_outputs
 from deblendkit.report.ensemble import ENSEMBLE_FILE, ENSEMBLE_NAME, ENSEMBLE_TABLE_FILE
@@ -72,9 +73,9 @@ def write_outcome(outcome: EnsembleOutcome, *, test_file: str | os.PathLike, out
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     table = pd.concat([t.assign(member=name) for name, t in tables.items()], ignore_index=True)
-    tmp = out / f".{ENSEMBLE_TABLE_FILE}.tmp"
-    table.to_csv(tmp, index=False, compression="gzip")
-    os.replace(tmp, out / ENSEMBLE_TABLE_FILE)
+    buffer = io.BytesIO()
+    table.to_csv(buffer, index=False, compression={"method": "gzip", "mtime": 0})
+    atomic_write_bytes(out / ENSEMBLE_TABLE_FILE, buffer.getvalue())
     atomic_write_text(out / ENSEMBLE_FILE, json.dumps(meta, indent=1, default=float))
     return meta
 

@@ -32,7 +32,7 @@ import h5py
 import numpy as np
 
 from deblendkit._fs import atomic_write_text
-from deblendkit.errors import ConfigError, DataFileError, DeblendKitError, SubmissionError
+from deblendkit.errors import ConfigError, DeblendKitError
 from deblendkit.ramp.sandbox import SandboxLimits, check_sandbox, run_in_sandbox
 from deblendkit.scoring import check_finite, galaxy_table, headline_scores, summarize
 from deblendkit.storage import INPUT_DATASETS, read_dataset, validate_file
@@ -137,9 +137,7 @@ def run_hosted(kit_dir: str | os.PathLike, names, layout_dir: str | os.PathLike,
             pred, _ = run_in_sandbox(name, submission_dir=sub, train_file=inputs / "train.h5",
                                      inputs_file=inputs / "test_inputs.h5", expected_shape=shape, limits=limits)
             result = score_hosted(name, pred, layout)
-        except (SubmissionError, ConfigError, DataFileError) as exc:
-            result = HostedResult(name=name, status="failed", message=str(exc))
-        except DeblendKitError as exc:  # e.g. NaN predictions (PredictionError)
+        except DeblendKitError as exc:  # failed, killed, bad or NaN predictions: scored as a failure
             result = HostedResult(name=name, status="failed", message=str(exc))
         log.info("%s: %s %s", name, result.status, result.public.get("deblend", result.message))
         results.append(result)

@@ -33,12 +33,15 @@ missing; it never runs a submission unsandboxed.
 """
 from __future__ import annotations
 
+import collections
+import contextlib
 import io
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -209,6 +212,9 @@ def run_in_sandbox(name: str, *, submission_dir: str | os.PathLike, train_file: 
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     tail = err.decode("utf-8", "replace")[-2000:]
+    if out is not None and len(out) > limit:
+        raise SubmissionError(f"submission {name!r} sent more than {limit} bytes from the sandbox; expected "
+                              f"a float32 array of shape {tuple(expected_shape)}", value=len(out), allowed=limit)
     if out is None:
         raise SubmissionError(f"submission {name!r} ran past the sandbox's wall-clock limit of "
                               f"{limits.wall_seconds} s and was killed", value=limits.wall_seconds)
@@ -235,13 +241,38 @@ def _killed_by(returncode: int | None) -> str | None:
 
 
 def _communicate(proc: subprocess.Popen, limit: int, wall_seconds: int) -> tuple[bytes | None, bytes]:
+    """Read at most ``limit + 1`` bytes of stdout and the last 64 KiB of stderr, within ``wall_seconds``.
+
+    Returns ``(None, stderr)`` when the time ran out (the session is killed). A sandbox that sends more
+    than ``limit`` bytes is killed at once: the caller sees more than ``limit`` bytes and refuses them.
+    """
+    out: list[bytes] = []
+    err: collections.deque[bytes] = collections.deque(maxlen=64)
+
+    def read_out() -> None:
+        out.append(_read_bounded(proc.stdout, limit))
+        if len(out[0]) > limit:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+
+    def read_err() -> None:
+        for piece in iter(lambda: proc.stderr.read(1024), b""):
+            err.append(piece)
+
+    readers = [threading.Thread(target=f, daemon=True) for f in (read_out, read_err)]
+    for r in readers:
+        r.start()
     try:
-        out, err = proc.communicate(timeout=wall_seconds)
+        proc.wait(timeout=wall_seconds)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
-        _, err = proc.communicate()
-        return None, err
-    return out[: limit + 1], err
+        proc.wait()
+        for r in readers:
+            r.join(timeout=5)
+        return None, b"".join(err)
+    for r in readers:
+        r.join(timeout=5)
+    return (out[0] if out else b""), b"".join(err)
 
 
 def _as_predictions(name: str, data: bytes, shape: tuple[int, ...]) -> np.ndarray:

@@ -81,9 +81,11 @@ class Selection:
         return self.picks[0]
 
 
-def _mean_of_sum(total: np.ndarray, count: int, extra: np.ndarray | None) -> np.ndarray:
+def _mean_of_sum(total: np.ndarray | None, count: int, extra: np.ndarray | None) -> np.ndarray:
     if extra is None:
         return total / np.float32(count)
+    if total is None:  # one member alone
+        return extra
     return (total + extra) / np.float32(count + 1)
 
 
@@ -94,8 +96,8 @@ def score_of_mean(y_true, total: np.ndarray, count: int, extra: np.ndarray | Non
     ----------
     y_true : array-like, (n_blends, K, C, H, W)
         Labels (noiseless isolated images, ADU).
-    total : ndarray, (n_blends, K, C, H, W)
-        Sum of ``count`` members' predictions (float32).
+    total : ndarray or None, (n_blends, K, C, H, W)
+        Sum of ``count`` members' predictions (float32); None (with ``count`` 0) to score ``extra`` alone.
     count : int
         Number of predictions summed in ``total``.
     extra : array-like or None, same shape
@@ -106,12 +108,12 @@ def score_of_mean(y_true, total: np.ndarray, count: int, extra: np.ndarray | Non
     float
         Mean ``deblend`` score over the real galaxies of all blends.
     """
-    n = len(total)
+    n = len(total if total is not None else extra)
     scores = []
     for a in range(0, n, _ROWS_PER_BATCH):
         b = min(n, a + _ROWS_PER_BATCH)
         part = None if extra is None else np.asarray(extra[a:b], dtype=np.float32)
-        _, s = deblend_scores(np.asarray(y_true[a:b]), _mean_of_sum(total[a:b], count, part))
+        _, s = deblend_scores(np.asarray(y_true[a:b]), _mean_of_sum(None if total is None else total[a:b], count, part))
         scores.append(s)
     all_scores = np.concatenate(scores) if scores else np.empty(0)
     if all_scores.size == 0:
@@ -174,13 +176,10 @@ def greedy_selection(
                           value=min_improvement, allowed=">= 0")
     names = sorted(loaders)
     singles, shape = {}, None
-    zeros = None
     for name in names:
         arr = _load(name, loaders[name], shape)
         shape = arr.shape
-        if zeros is None:
-            zeros = np.zeros(shape, np.float32)
-        singles[name] = score_of_mean(y_true, zeros, 0, arr)
+        singles[name] = score_of_mean(y_true, None, 0, arr)
     first = max(names, key=lambda n: (singles[n], -names.index(n)))
     total = np.array(loaders[first](), dtype=np.float32)
     picks, history = [first], [singles[first]]
