@@ -78,6 +78,9 @@ DEFAULT_WORKER_ENV = {
     # training blends predicted per fold for the "train" score (see deblendkit/workflow.py)
     "DEBLEND_TRAIN_SCORE_BLENDS": "4",
 }
+#: Limits of the worker's sandbox (deblendkit.ramp.sandbox.SandboxLimits fields; the wall clock is
+#: --timeout); more processes than SandboxLimits' 64, since --n-workers sandboxes share the user nobody.
+DEFAULT_SANDBOX_LIMITS = {"max_processes": 256}
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
 
@@ -95,6 +98,7 @@ class DeployOptions:
     event_name: str = "galaxy_deblending_local"
     event_title: str = "Galaxy deblending (local deployment)"
     submissions: tuple[str, ...] = ()
+    extra_submissions: tuple[Path, ...] = ()
     n_train: int = 12
     n_test: int = 6
     n_mini: int = 8
@@ -105,6 +109,7 @@ class DeployOptions:
     pg_port: int = 0
     worker_env: dict = field(default_factory=lambda: dict(DEFAULT_WORKER_ENV))
     timeout: int = 1800
+    sandbox_limits: dict = field(default_factory=lambda: dict(DEFAULT_SANDBOX_LIMITS))
     n_workers: int = 1
     dispatch_timeout: float = 3600.0
     admin_user: str = "organiser"
@@ -146,6 +151,13 @@ class DeployOptions:
                     f"submission {sub!r} has no submissions/{sub}/deblender.py in {REPO}; available: "
                     f"{', '.join(available_submissions()) or 'none'}"
                 )
+        names = [*self.submissions, *(Path(p).name for p in self.extra_submissions)]
+        for path in self.extra_submissions:
+            if not (Path(path) / "deblender.py").is_file() or not _NAME.match(Path(path).name):
+                raise ConfigError(f"extra submission {str(path)!r} must be a folder named like a Python "
+                                  f"identifier holding a deblender.py")
+        if len(set(names)) != len(names):
+            raise ConfigError(f"submission names must be unique; got {names}")
         ramp_test = self.kit_venv / "bin" / "ramp-test"
         if not os.access(ramp_test, os.X_OK):
             raise ConfigError(
@@ -468,7 +480,8 @@ class Deployment:
         common = dict(problem_name=opts.problem_name, event_name=opts.event_name,
                       event_title=json.dumps(opts.event_title), kit_venv=json.dumps(str(opts.kit_venv.resolve())),
                       timeout=opts.timeout, n_workers=opts.n_workers,
-                      worker_env=json.dumps({k: str(v) for k, v in opts.worker_env.items()}))
+                      worker_env=json.dumps({k: str(v) for k, v in opts.worker_env.items()}),
+                      sandbox_limits=json.dumps(opts.sandbox_limits))
         self.event_config.write_text(tmpl.substitute(common, hunger_policy="exit"))
         self.daemon_config.write_text(tmpl.substitute(common, hunger_policy="sleep"))
 
@@ -509,6 +522,8 @@ class Deployment:
         for sub in dict.fromkeys((SANDBOX,) + tuple(opts.submissions)):
             shutil.copytree(REPO / "submissions" / sub, kit / "submissions" / sub, ignore=ignore,
                             dirs_exist_ok=True)
+        for path in opts.extra_submissions:
+            shutil.copytree(path, kit / "submissions" / Path(path).name, ignore=ignore, dirs_exist_ok=True)
         # problem.py reads bands and sizes from <kit>/data; the small files also make the
         # downloadable kit (ramp-board zips the kit folder) work with ramp-test --quick-test.
         (kit / "data").mkdir(exist_ok=True)
@@ -559,7 +574,7 @@ def add_admin_and_submissions(dep: Deployment, opts: DeployOptions, password: st
                  email=f"{opts.admin_user}@localhost", access_level="admin")
         add_event_admin(session, opts.event_name, opts.admin_user)
         sign_up_team(session, opts.event_name, opts.admin_user)
-        for folder in opts.submissions:
+        for folder in (*opts.submissions, *(Path(p).name for p in opts.extra_submissions)):
             name = submission_db_name(folder)
             add_submission(session, opts.event_name, opts.admin_user, name,
                            str(dep.kit_dir / "submissions" / folder))
@@ -831,6 +846,16 @@ def _worker_env(items: list[str]) -> dict:
     return env
 
 
+def _sandbox_limits(items: list[str]) -> dict:
+    limits = dict(DEFAULT_SANDBOX_LIMITS)
+    for item in items:
+        k, sep, v = item.partition("=")
+        if not sep or not v.strip().isdigit():
+            raise ConfigError(f"--sandbox-limit takes NAME=INTEGER; got {item!r}")
+        limits[k.strip()] = int(v)
+    return limits
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rampboard/deploy.sh", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -858,6 +883,11 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--worker-env", action="append", default=[], metavar="NAME=VALUE",
                     help="environment of ramp-test (repeatable); defaults: "
                          + ", ".join(f"{k}={v}" for k, v in DEFAULT_WORKER_ENV.items()))
+    up.add_argument("--extra-submission", action="append", default=[], type=Path, metavar="DIR",
+                    help="also submit this folder (any path, holding a deblender.py; repeatable)")
+    up.add_argument("--sandbox-limit", action="append", default=[], metavar="NAME=VALUE",
+                    help="limit of the worker's sandbox (SandboxLimits field, integer; repeatable); defaults: "
+                         + ", ".join(f"{k}={v}" for k, v in DEFAULT_SANDBOX_LIMITS.items()))
     up.add_argument("--timeout", type=int, default=1800, help="seconds per submission (default 1800)")
     up.add_argument("--n-workers", type=int, default=1, help="submissions trained at once (default 1)")
     up.add_argument("--dispatch-timeout", type=float, default=3600, help="seconds for all of them (default 3600)")
@@ -900,6 +930,8 @@ def main(argv: list[str] | None = None) -> int:
             n_train=args.n_train, n_test=args.n_test, n_mini=args.n_mini, seed=args.seed,
             data_from=args.data_from, kit_venv=args.kit_venv, port=args.port, pg_port=args.pg_port,
             worker_env=_worker_env(args.worker_env), timeout=args.timeout, n_workers=args.n_workers,
+            extra_submissions=tuple(p.resolve() for p in args.extra_submission),
+            sandbox_limits=_sandbox_limits(args.sandbox_limit),
             dispatch_timeout=args.dispatch_timeout, admin_user=args.admin_user,
             admin_password=args.admin_password, force=args.force,
         )

@@ -36,4 +36,17 @@ if [ "${1:-}" = "up" ] && [ -z "${RAMPBOARD_PG_BINDIR:-}" ] && ! ls /usr/lib/pos
   fi
 fi
 
+# the worker runs every submission in the kit's bubblewrap sandbox (no unsandboxed fallback)
+if [ "${1:-}" = "up" ] && ! command -v bwrap >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "Installing bubblewrap (Debian's package: the submissions' sandbox)..." >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null
+  else
+    echo "bubblewrap is not installed: run 'apt-get update && apt-get install -y bubblewrap' as root" >&2
+    echo "(the ramp-board worker runs every submission in its sandbox, never without)" >&2
+    exit 1
+  fi
+fi
+
 exec "$venv/bin/python" rampboard/deploy.py "$@"

@@ -16,8 +16,10 @@ running process only (no file of ramp-board is edited):
   "cascade_backrefs", gone in SQLAlchemy 2: the event admin was never saved);
 * a ``venv`` worker type, :class:`VenvWorker`: ramp-engine's only local worker,
   ``CondaEnvWorker``, looks up ``conda info --envs`` to find ``ramp-test``;
-  this one runs the ``ramp-test`` of a plain virtual environment (the kit's
-  ``.venv``), with extra environment variables from the event config;
+  this one runs ``sandboxed_ramp_test.py`` (rampwf's ``ramp-test`` with every
+  ``fit`` and ``predict`` in the kit's bubblewrap sandbox, scored outside) with
+  the Python of a plain virtual environment (the kit's ``.venv``), with extra
+  environment variables from the event config;
 * the dispatcher pauses between its polls while submissions train (it spins);
 * ``ramp_frontend.views.visualization.score_plot`` (the event page's score
   versus time plot) uses ``DataFrame.append`` (removed in pandas 2), bokeh 2
@@ -30,6 +32,7 @@ SQLAlchemy driver name, pinned versions) are in ``rampboard/README.md``.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -49,6 +52,9 @@ COMMANDS = {
 }
 
 log = logging.getLogger("RAMP-WORKER")
+
+#: The worker's ramp-test: rampwf's, with every fit and predict in the kit's sandbox.
+SANDBOXED_RAMP_TEST = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sandboxed_ramp_test.py")
 
 
 def _worker_base():
@@ -83,26 +89,41 @@ class _VenvWorkerMixin:
         if not isinstance(env, dict):
             self.status = "error"
             raise ValueError(f"the venv worker's 'env' must be a mapping NAME: value, got {env!r}")
+        limits = self.config.get("sandbox_limits") or {}
+        if not isinstance(limits, dict):
+            self.status = "error"
+            raise ValueError(f"the venv worker's 'sandbox_limits' must be a mapping, got {limits!r}")
         self._ramp_test = ramp_test
+        self._python = os.path.join(os.path.dirname(ramp_test), "python")
         self._env = {str(k): str(v) for k, v in env.items()}
+        self._limits = dict(limits)
         self.status = "setup"
 
-    def launch_submission(self):
-        """Start ``ramp-test --submission NAME --save-output`` in a subprocess."""
-        if self.status == "running":
-            raise ValueError("Wait that the submission is processed before to launch a new one.")
-        self._log_dir = os.path.join(self.config["logs_dir"], self.submission)
-        os.makedirs(self._log_dir, exist_ok=True)
-        self._log_file = open(os.path.join(self._log_dir, "log"), "wb+")
+    def command(self) -> list:
+        """``sandboxed_ramp_test.py`` (rampwf's ramp-test, fit and predict in the sandbox) with the kit's Python."""
         cmd = [
             "nice", "-n", str(int(self.config.get("nice", 5))),
-            self._ramp_test,
+            self._python, SANDBOXED_RAMP_TEST,
             "--submission", self.submission,
             "--ramp-kit-dir", self.config["kit_dir"],
             "--ramp-data-dir", self.config["data_dir"],
             "--ramp-submission-dir", self.config["submissions_dir"],
             "--save-output", "--ignore-warning",
+            "--timeout", str(int(self.timeout)),
+            "--limits", json.dumps(self._limits),
         ]
+        for name in sorted(self._env):
+            cmd += ["--pass-env", name]
+        return cmd
+
+    def launch_submission(self):
+        """Start the sandboxed ``ramp-test --submission NAME --save-output`` in a subprocess."""
+        if self.status == "running":
+            raise ValueError("Wait that the submission is processed before to launch a new one.")
+        self._log_dir = os.path.join(self.config["logs_dir"], self.submission)
+        os.makedirs(self._log_dir, exist_ok=True)
+        self._log_file = open(os.path.join(self._log_dir, "log"), "wb+")
+        cmd = self.command()
         env = dict(os.environ)
         # The dispatcher's own virtual environment must not leak into the kit's.
         for var in ("VIRTUAL_ENV", "PYTHONHOME", "PYTHONPATH"):
@@ -114,6 +135,8 @@ class _VenvWorkerMixin:
         )
         env.update(self._env)
         log.info("venv worker: %s", " ".join(cmd))
+        # in the dispatcher's process group: deploy.py's cleanup of that group reaches it (the
+        # sandbox inside dies with it: bubblewrap's --die-with-parent)
         self._proc = subprocess.Popen(cmd, stdout=self._log_file, stderr=self._log_file, env=env)
         self._status = "running"
         self._start_date = datetime.utcnow()
@@ -156,9 +179,15 @@ class VenvWorker:
         worker:
           worker_type: venv
           venv_dir: /path/to/.venv      # or ramp_test: /path/to/.venv/bin/ramp-test
-          env: {NAME: value}            # optional, added to ramp-test's environment
-          timeout: 7200                 # optional, seconds (as CondaEnvWorker)
+          env: {NAME: value}            # optional, added to ramp-test's environment (and the sandbox's)
+          timeout: 7200                 # optional, seconds (as CondaEnvWorker; also the sandbox's wall clock)
           nice: 5                       # optional, niceness of ramp-test
+          sandbox_limits: {memory_bytes: 8589934592, cpu_seconds: 3600, max_processes: 64, ...}
+                                        # optional, deblendkit.ramp.sandbox.SandboxLimits fields
+
+    Every ``fit`` and ``predict`` runs in the sandbox (``sandboxed_ramp_test.py``);
+    there is no unsandboxed mode: without bubblewrap the submission ends in
+    ``training_error`` saying so.
 
     A subclass of ramp-engine's ``CondaEnvWorker``: ``setup`` (no conda lookup),
     ``launch_submission`` (the environment above) and ``teardown`` are its own;

@@ -35,6 +35,10 @@ from deblendkit.errors import ConfigError  # noqa: E402
 
 EVENT = "galaxy_deblending_local"
 PASSWORD = "correct-horse-42"
+#: Hostile submissions of tests/attacks deployed beside the baselines (#15), each with its target:
+#: the labels, the deployment's config.yml (database password), another team's submission.
+ATTACKS = {"glob_h5": None, "open_labels": "ramp-data/galaxy_deblending/data/test.h5",
+           "credentials": "config.yml", "other_submission": f"events/{EVENT}/submissions/submission_000000001/deblender.py"}
 
 
 def _baselines() -> list[str]:
@@ -75,12 +79,13 @@ def deployment(tmp_path_factory):
     deploy_dir = root / "deploy"
     artefacts = _artefacts(root)
     port = _free_port()
+    attacks = _attack_copies(root / "attacks", deploy_dir)
     cmd = [
         "bash", str(DEPLOY_SH), "up", "--keep-running", "--deploy-dir", str(deploy_dir), "--port", str(port),
         "--n-train", "9", "--n-test", "3", "--n-mini", "4", "--admin-password", PASSWORD,
         "--worker-env", "DEBLEND_UNET_MAX_TRAIN_SECONDS=8", "--worker-env", "DEBLEND_TRAIN_SCORE_BLENDS=2",
         "--n-workers", "2", "--dispatch-timeout", "1500", "--timeout", "1200",
-    ]
+    ] + [arg for a in attacks for arg in ("--extra-submission", str(a))]
     try:
         proc = subprocess.run(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                               timeout=2400)
@@ -101,6 +106,19 @@ def deployment(tmp_path_factory):
         if deploy_dir.exists():
             subprocess.run(["bash", str(DEPLOY_SH), "down", "--purge", "--deploy-dir", str(deploy_dir)],
                            cwd=REPO, timeout=300, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _attack_copies(out: Path, deploy_dir: Path) -> list[Path]:
+    """The attacks with their target's path written into ``deblender.py`` (ramp-board submits that file only)."""
+    copies = []
+    for name, rel in ATTACKS.items():
+        code = (REPO / "tests" / "attacks" / name / "deblender.py").read_text()
+        line = next(ln for ln in code.splitlines() if ln.startswith("TARGET = "))
+        code = code.replace(line, f"TARGET = {str(deploy_dir / rel) if rel else ''!r}")
+        (out / name).mkdir(parents=True)
+        (out / name / "deblender.py").write_text(code)
+        copies.append(out / name)
+    return copies
 
 
 def _submission_folders(deploy_dir: Path) -> dict[str, list[str]]:
@@ -139,6 +157,28 @@ def test_leaderboard_page_lists_every_baseline_with_its_ramp_test_score(deployme
         assert len(scored) == 1, (baseline, folders[baseline])
         bagged = _bagged_valid_score(predictions / scored[0] / "bagged_scores.csv", "deblend")
         assert shown == pytest.approx(round(bagged, 4), abs=1e-9), (name, shown, bagged)
+
+
+@pytest.mark.slow
+def test_attacks_through_the_dispatcher_score_zero_on_the_leaderboard(deployment):
+    # unsandboxed, the glob_h5 cheat reached 1.0 on this leaderboard (#15); the worker now runs it in the sandbox
+    client = RampClient(deployment["url"])
+    client.login("organiser", PASSWORD)
+    rows = {r["submission"]: r for r in parse_table(client.get(f"/events/{EVENT}/leaderboard"),
+                                                    table_id="leaderboard").records()}
+    for name in ATTACKS:
+        assert name in rows, f"{name} is not on the leaderboard; rows: {sorted(rows)}"
+        assert float(rows[name]["deblend"]) == 0.0, rows[name]
+    assert float(rows["starting_kit_test"]["deblend"]) > 0.3
+    private = parse_table(client.get(f"/events/{EVENT}/private_leaderboard"), table_id="leaderboard")
+    by_name = {r["submission"]: r for r in private.records()}
+    test_cols = [c for c in private.header if c in ("bag private deblend", "mean private deblend")]
+    assert test_cols, private.header
+    for name in ATTACKS:
+        assert all(float(by_name[name][c]) == 0.0 for c in test_cols), (by_name[name], private.header)
+    for name in ATTACKS:
+        log = next((deployment["dir"] / "events" / EVENT / "logs").glob(f"submission_*{name}*/log"), None)
+        assert log is None or "ESCAPED" not in log.read_text(errors="replace")
 
 
 def _bagged_valid_score(path: Path, score: str) -> float:

@@ -50,7 +50,8 @@ import numpy as np
 from deblendkit._checks import positive_int
 from deblendkit.errors import SandboxError, SubmissionError
 
-__all__ = ["SandboxLimits", "check_sandbox", "sandbox_command", "run_in_sandbox", "SANDBOX_UID"]
+__all__ = ["SandboxLimits", "check_sandbox", "sandbox_command", "run_in_sandbox", "run_command_in_sandbox",
+           "SANDBOX_UID"]
 
 SANDBOX_UID = 65534  # nobody
 _SYSTEM_DIRS = ("/usr", "/lib", "/lib64", "/bin", "/sbin", "/etc")
@@ -114,7 +115,7 @@ def _ro(source: str | os.PathLike, target: str | os.PathLike | None = None) -> l
 
 
 def sandbox_command(argv: list[str], *, submission_dir: str | os.PathLike, data_files: dict[str, str],
-                    limits: SandboxLimits) -> list[str]:
+                    limits: SandboxLimits, env: dict[str, str] | None = None) -> list[str]:
     """The command that runs ``argv`` in the sandbox (see the module docstring).
 
     Parameters
@@ -126,6 +127,8 @@ def sandbox_command(argv: list[str], *, submission_dir: str | os.PathLike, data_
     data_files : dict
         ``{name inside /sandbox/data: host path}``, each bound read-only.
     limits : SandboxLimits
+    env : dict, optional
+        Extra environment variables inside (the environment is cleared otherwise).
     """
     bwrap, setpriv, prlimit = _tool("bwrap"), _tool("setpriv"), _tool("prlimit")
     cmd = [bwrap, "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
@@ -145,7 +148,10 @@ def sandbox_command(argv: list[str], *, submission_dir: str | os.PathLike, data_
     cmd += ["--proc", "/proc", "--dev", "/dev", "--chdir", "/tmp",
             "--setenv", "HOME", "/tmp", "--setenv", "PATH", "/usr/bin:/bin",
             "--setenv", "OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "2"),
-            "--setenv", "MPLCONFIGDIR", "/tmp", "--",
+            "--setenv", "MPLCONFIGDIR", "/tmp"]
+    for key, value in sorted((env or {}).items()):
+        cmd += ["--setenv", str(key), str(value)]
+    cmd += ["--",
             setpriv, f"--reuid={SANDBOX_UID}", f"--regid={SANDBOX_UID}", "--clear-groups",
             "--inh-caps=-all", "--bounding-set=-all",
             # CPU: SIGXCPU at the limit, SIGKILL 5 s later
@@ -200,9 +206,23 @@ def run_in_sandbox(name: str, *, submission_dir: str | os.PathLike, train_file: 
     """
     argv = [str(Path(sys.executable)), "-m", "deblendkit.ramp.sandbox_driver", INSIDE_SUBMISSION,
             f"{INSIDE_DATA}/train.h5", f"{INSIDE_DATA}/test_inputs.h5"]
-    cmd = sandbox_command(argv, submission_dir=submission_dir,
-                          data_files={"train.h5": str(train_file), "test_inputs.h5": str(inputs_file)},
-                          limits=limits)
+    return run_command_in_sandbox(name, argv, submission_dir=submission_dir,
+                                  data_files={"train.h5": str(train_file), "test_inputs.h5": str(inputs_file)},
+                                  expected_shape=expected_shape, limits=limits)
+
+
+def run_command_in_sandbox(name: str, argv: list[str], *, submission_dir: str | os.PathLike,
+                           data_files: dict[str, str], expected_shape: tuple[int, ...],
+                           limits: SandboxLimits = SandboxLimits(),
+                           env: dict[str, str] | None = None) -> tuple[np.ndarray, str]:
+    """Run ``argv`` in the sandbox and read the one ``.npy`` array (float32, ``expected_shape``) it sends.
+
+    The protocol of :func:`run_in_sandbox` for any driver: ``argv`` (paths as seen inside:
+    ``data_files`` are under :data:`INSIDE_DATA`, the submission at :data:`INSIDE_SUBMISSION`)
+    writes the array on its standard output; ``env`` is added to its (cleared) environment.
+    Returns ``(predictions, stderr_tail)``; raises as :func:`run_in_sandbox`.
+    """
+    cmd = sandbox_command(argv, submission_dir=submission_dir, data_files=data_files, limits=limits, env=env)
     limit = int(np.prod(expected_shape)) * 4 + 4096
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     try:
