@@ -56,6 +56,12 @@ REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
 from leaderboard_client import RampClient, parse_table, wait_for_server  # noqa: E402
+from references_page import (  # noqa: E402
+    add_reference_section,
+    read_reference_csv,
+    reference_command,
+    reference_section,
+)
 
 from deblendkit.errors import ConfigError, DataFileError, DeblendKitError, OutputExistsError  # noqa: E402
 
@@ -550,6 +556,28 @@ def _placeholder_notebook(opts: DeployOptions) -> dict:
             "nbformat": 4, "nbformat_minor": 5}
 
 
+def add_references(dep: Deployment, opts: DeployOptions) -> None:
+    """Reference rows (zeros, oracle apportioning, known morphology) at the top of the event description.
+
+    Scored by ``deblend-score --references`` (the kit's environment) on ``train.h5`` (the public
+    board's CV validation blends) and ``test.h5`` (the private board); see references_page.py.
+    """
+    py = opts.kit_venv / "bin" / "python"
+    scores = {}
+    for split in ("train", "test"):
+        out = dep.dir / f"references_{split}.csv"
+        run(reference_command(py, dep.data_dir / "data" / f"{split}.h5", out), cwd=REPO,
+            log_path=dep.log("references"), what=f"deblend-score --references {split}.h5", timeout=3600,
+            env={**os.environ, "PYTHONPATH": ""})
+        scores[split] = read_reference_csv(out)
+    page = dep.kit_dir / f"{opts.problem_name}_starting_kit.html"
+    if not page.is_file():
+        log.warning("no %s (deploy-event converts the notebook): the reference rows are only in %s", page, dep.dir)
+        return
+    add_reference_section(page, reference_section(scores["train"], scores["test"]))
+    log.info("references: %s", ", ".join(f"{k} {v['deblend']:.4f}" for k, v in scores["test"].items()))
+
+
 # ----------------------------------------------------------------------------- database content
 def add_admin_and_submissions(dep: Deployment, opts: DeployOptions, password: str) -> list[str]:
     """The admin user, signed up to the event, submits each baseline; returns their names.
@@ -738,6 +766,7 @@ def cmd_up(opts: DeployOptions, *, serve: bool, keep_running: bool) -> int:
                      "--no-cloning"),
             cwd=dep.dir, log_path=dep.log("ramp-setup"), what="ramp-setup deploy-event", timeout=900)
         log.info("event: %s deployed (problem %s)", opts.event_name, opts.problem_name)
+        add_references(dep, opts)
         creds = dep.dir / "credentials.txt"
         creds.write_text(f"{opts.admin_user}\t{admin_password}\n")
         os.chmod(creds, 0o600)

@@ -25,7 +25,9 @@ running process only (no file of ramp-board is edited):
   versus time plot) uses ``DataFrame.append`` (removed in pandas 2), bokeh 2
   options (removed in bokeh 3) and scikit-image (not installed): a port
   replaces it, and a template of ours loads the installed BokehJS from this
-  server (``/bokehjs/``) instead of BokehJS 1.4.0 from a dead CDN.
+  server (``/bokehjs/``) instead of BokehJS 1.4.0 from a dead CDN;
+* the admin page ``/user_interactions`` fails (HTTP 500, ``KeyError:
+  'timestamp (UTC)'``) while no interaction is recorded: an empty table instead.
 
 The workarounds that need no code (an undeclared dependency installed, the
 SQLAlchemy driver name, pinned versions) are in ``rampboard/README.md``.
@@ -402,6 +404,37 @@ def _pace(collect_result):
     return paced
 
 
+#: Columns of ramp-database's user-interaction table (``get_user_interactions_by_name``).
+USER_INTERACTION_COLUMNS = ("timestamp (UTC)", "IP", "interaction", "user", "event", "team", "submission_id",
+                            "submission", "file", "code similarity", "diff")
+
+
+def _user_interactions_compat(get_user_interactions_by_name):
+    """``get_user_interactions_by_name`` that returns an empty table when no interaction is recorded.
+
+    ramp-database builds the table from a dict of columns filled per interaction, then sorts it by
+    ``"timestamp (UTC)"``: with no interaction the frame has no column at all, and the admin page
+    ``/user_interactions`` fails with ``KeyError: 'timestamp (UTC)'`` (HTTP 500; interactions are
+    recorded only with ``track_user_interaction: true``). Any other error is ramp-database's own.
+    """
+
+    def compat(session, name=None, output_format="dataframe"):
+        try:
+            return get_user_interactions_by_name(session, name=name, output_format=output_format)
+        except KeyError as exc:
+            if exc.args != ("timestamp (UTC)",):
+                raise
+        import pandas as pd
+
+        df = pd.DataFrame(columns=list(USER_INTERACTION_COLUMNS)).set_index("timestamp (UTC)")
+        if output_format == "html":
+            return df.to_html(escape=False, index=False, max_cols=None, max_rows=None, justify="left")
+        return df
+
+    compat.__wrapped__ = get_user_interactions_by_name
+    return compat
+
+
 #: Templates that replace ramp-frontend's own (same names).
 TEMPLATES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
 
@@ -443,7 +476,8 @@ def apply(parts=("database", "engine", "frontend")) -> None:
       ``add_event_admin`` fixed for SQLAlchemy 2;
     * ``"engine"``: the ``venv`` worker type in ``ramp_engine.available_workers``;
     * ``"frontend"``: the score plot of the event page (pandas, bokeh,
-      scikit-image), our ``event_plots.html`` template and BokehJS at ``/bokehjs/``.
+      scikit-image), our ``event_plots.html`` template and BokehJS at ``/bokehjs/``,
+      ``/user_interactions`` with no interaction recorded.
     """
     unknown = set(parts) - {"database", "engine", "frontend"}
     if unknown:
@@ -465,8 +499,12 @@ def apply(parts=("database", "engine", "frontend")) -> None:
     if "frontend" in parts and "frontend" not in _APPLIED:
         import ramp_frontend
         import ramp_frontend.wsgi
+        from ramp_frontend.views import admin as admin_views
         from ramp_frontend.views import ramp as ramp_views
         from ramp_frontend.views import visualization
+
+        admin_views.get_user_interactions_by_name = _user_interactions_compat(
+            admin_views.get_user_interactions_by_name)  # imported there by name
 
         visualization.color_gradient = _color_gradient
         visualization.score_plot = _score_plot

@@ -254,6 +254,43 @@ def test_organiser_is_saved_as_event_admin(deployment):
 
 
 @pytest.mark.slow
+def test_event_description_shows_the_reference_rows_unranked(deployment):
+    client = RampClient(deployment["url"])
+    client.login("organiser", PASSWORD)
+    event_page = client.get(f"/events/{EVENT}")
+    assert "/notebook/galaxy_deblending" in event_page  # the description the event page shows
+    description = client.get("/notebook/galaxy_deblending")
+    refs = {r["reference"]: r for r in parse_table(description, table_id="references").records()}
+    assert list(refs) == ["zeros", "oracle apportioning", "known morphology"]
+    for board, split in (("public board: train.h5", "train"), ("private board: test.h5", "test")):
+        written = _csv_rows(deployment["dir"] / f"references_{split}.csv")
+        for name, row in refs.items():
+            assert float(row[f"deblend ({board})"]) == pytest.approx(float(written[name]["deblend"]), abs=5e-5)
+        assert float(refs["zeros"][f"deblend ({board})"]) == 0.0
+    # marked as references, never ranked: not rows of either leaderboard
+    for page in ("leaderboard", "private_leaderboard"):
+        names = {r["submission"] for r in parse_table(client.get(f"/events/{EVENT}/{page}"),
+                                                      table_id="leaderboard").records()}
+        assert not names & set(refs), (page, names)
+
+
+def _csv_rows(path: Path) -> dict[str, dict[str, str]]:
+    import csv
+
+    with open(path, newline="") as f:
+        return {row["reference"]: row for row in csv.DictReader(f)}
+
+
+@pytest.mark.slow
+def test_user_interactions_admin_page_renders(deployment):
+    client = RampClient(deployment["url"])
+    client.login("organiser", PASSWORD)
+    page = client.get("/user_interactions")  # HTTP 500 on ramp-board 0.10.1 with no interaction recorded
+    assert "User interactions" in page
+    assert "<th>interaction</th>" in page  # the (empty) table of interactions
+
+
+@pytest.mark.slow
 def test_down_stops_the_servers(deployment):
     state = json.loads((deployment["dir"] / "run" / "state.json").read_text())
     pid = state["frontend"]["pid"]
