@@ -83,6 +83,9 @@ DEFAULT_WORKER_ENV = {
     "DEBLEND_UNET_MAX_TRAIN_SECONDS": "30",
     # training blends predicted per fold for the "train" score (see deblendkit/workflow.py)
     "DEBLEND_TRAIN_SCORE_BLENDS": "4",
+    # the fold's prediction arrays (y_pred_{train,test}.npz), which ramp-database's
+    # compute-contributivity blends (see deblendkit/ramp/save_output.py)
+    "DEBLEND_SAVE_Y_PRED": "1",
 }
 #: Limits of the worker's sandbox (deblendkit.ramp.sandbox.SandboxLimits fields; the wall clock is
 #: --timeout); more processes than SandboxLimits' 64, since --n-workers sandboxes share the user nobody.
@@ -630,11 +633,15 @@ def start_frontend(dep: Deployment, port: int) -> subprocess.Popen:
     return proc
 
 
-def start_dispatcher(dep: Deployment, event_config: Path) -> subprocess.Popen:
+def start_dispatcher(dep: Deployment, event_config: Path, *, contributivity: bool = False) -> subprocess.Popen:
+    """``ramp-launch dispatcher``; with ``contributivity`` it blends the submissions after each round it scores."""
     logf = open(dep.log("dispatcher"), "a")
+    env = _env()
+    if contributivity:
+        env["RAMP_COMPAT_CONTRIBUTIVITY"] = "1"  # see ramp_compat._with_contributivity
     proc = subprocess.Popen(
         ramp_cmd("ramp-launch", "dispatcher", "--config", dep.config, "--event-config", event_config, "-v"),
-        cwd=dep.dir, env=_env(), stdout=logf, stderr=subprocess.STDOUT, start_new_session=True,
+        cwd=dep.dir, env=env, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True,
     )
     logf.close()
     dep.state.update(dispatcher={"pid": proc.pid})
@@ -686,6 +693,33 @@ def dispatch(dep: Deployment, timeout: float) -> tuple[str, list[dict]]:
     log.info("dispatcher: done in %.0f s: %s", time.monotonic() - t0,
              ", ".join(f"{s['name']} {s['state']}" for s in states))
     return score_name, states
+
+
+def compute_contributivity(dep: Deployment) -> dict:
+    """``ramp-database compute-contributivity``: the greedy ensemble of the scored submissions' CV predictions.
+
+    Stores each submission's contributivity (its share of the ensemble, summing to 1) and the
+    ensemble's public (CV validation) and private (test) scores in the database, and updates the
+    leaderboards; returns ``{"valid": v, "test": t, "contributivity": {name: c}}`` read back.
+    """
+    run(ramp_cmd("ramp-database", "compute-contributivity", "--config", dep.config, "--config-event",
+                 dep.event_config), cwd=dep.dir, log_path=dep.log("contributivity"),
+        what="ramp-database compute-contributivity", timeout=3600)
+    import ramp_compat
+    from ramp_database.tools.event import get_event
+    from ramp_database.tools.submission import get_submission_by_id, get_submissions
+    from ramp_database.utils import session_scope
+    from ramp_utils import read_config
+
+    ramp_compat.apply(("database",))
+    with session_scope(read_config(dep.config, filter_section="sqlalchemy")) as session:
+        event = get_event(session, dep.event_name)
+        contrib = {}
+        for sub_id, _, _ in get_submissions(session, dep.event_name, state="scored"):
+            sub = get_submission_by_id(session, sub_id)
+            contrib[sub.name] = float(sub.contributivity)
+        return {"valid": event.combined_combined_valid_score, "test": event.combined_combined_test_score,
+                "contributivity": contrib}
 
 
 def read_leaderboard(dep: Deployment, *, port: int, user: str, password: str):
@@ -774,6 +808,9 @@ def cmd_up(opts: DeployOptions, *, serve: bool, keep_running: bool) -> int:
         log.info("submitted: %s (team %s)", ", ".join(names), opts.admin_user)
         # 5. train and score
         score_name, states = dispatch(dep, opts.dispatch_timeout)
+        ensemble = None
+        if any(s["state"] == "scored" for s in states):
+            ensemble = compute_contributivity(dep)
         # 6. the web site
         frontend = start_frontend(dep, port)
         html, table = read_leaderboard(dep, port=port, user=opts.admin_user, password=admin_password)
@@ -782,6 +819,11 @@ def cmd_up(opts: DeployOptions, *, serve: bool, keep_running: bool) -> int:
         url = f"http://127.0.0.1:{port}/events/{opts.event_name}/leaderboard"
         print(f"\nLeaderboard of {opts.event_name} ({url}):")
         print(table.to_text(cols))
+        if ensemble is not None:
+            print(f"ensemble of the submissions (not ranked): {score_name} {ensemble['valid']:.4f} (public, CV "
+                  f"validation), {ensemble['test']:.4f} (private, test); contributivity: "
+                  + ", ".join(f"{k} {v:.2f}" for k, v in sorted(ensemble["contributivity"].items(),
+                                                                 key=lambda kv: -kv[1])))
         print(f"\n(deployed and scored in {time.monotonic() - t_start:.0f} s; admin login in {creds})")
         failed = [s for s in states if s["state"] != "scored"]
         problems = check_leaderboard(table, names, score_name)
@@ -803,7 +845,7 @@ def cmd_up(opts: DeployOptions, *, serve: bool, keep_running: bool) -> int:
 
 
 def _serve_forever(dep: Deployment, frontend: subprocess.Popen | None, port: int) -> int:
-    dispatcher = start_dispatcher(dep, dep.daemon_config)
+    dispatcher = start_dispatcher(dep, dep.daemon_config, contributivity=True)
     print(f"\nServing http://127.0.0.1:{port}/ ; the dispatcher trains new submissions "
           f"(log: {dep.log('dispatcher')}). Ctrl-C stops everything.")
     try:

@@ -21,6 +21,8 @@ running process only (no file of ramp-board is edited):
   the Python of a plain virtual environment (the kit's ``.venv``), with extra
   environment variables from the event config;
 * the dispatcher pauses between its polls while submissions train (it spins);
+  with ``RAMP_COMPAT_CONTRIBUTIVITY=1`` it also runs ``compute-contributivity``
+  after each round it scores (``deploy.sh serve``);
 * ``ramp_frontend.views.visualization.score_plot`` (the event page's score
   versus time plot) uses ``DataFrame.append`` (removed in pandas 2), bokeh 2
   options (removed in bokeh 3) and scikit-image (not installed): a port
@@ -435,6 +437,37 @@ def _user_interactions_compat(get_user_interactions_by_name):
     return compat
 
 
+def _with_contributivity(update_database_results):
+    """``Dispatcher.update_database_results`` followed by ``compute-contributivity`` when it scored something.
+
+    Used by the dispatcher that ``deploy.sh serve`` keeps running (``RAMP_COMPAT_CONTRIBUTIVITY=1``):
+    after each round of new results, the same steps as ``ramp-database compute-contributivity``
+    (the greedy ensemble, each submission's contributivity, the historical ones, the leaderboards).
+    A failure there is logged and does not stop the dispatcher.
+    """
+
+    def update_then_blend(self, session):
+        processed = not self._processed_submission_queue.empty()
+        update_database_results(self, session)
+        if not processed:
+            return
+        from ramp_database.tools import contributivity, leaderboard
+
+        cfg, name = self._ramp_config, self._ramp_config["event_name"]
+        try:
+            contributivity.compute_contributivity(session, name, cfg["ramp_kit_dir"], cfg["ramp_data_dir"],
+                                                  cfg["ramp_predictions_dir"])
+            contributivity.compute_historical_contributivity(session, name)
+            leaderboard.update_leaderboards(session, name)
+            leaderboard.update_all_user_leaderboards(session, name)
+        except Exception:  # the dispatcher must go on training submissions
+            session.rollback()
+            log.exception("compute-contributivity after this round failed")
+
+    update_then_blend.__wrapped__ = update_database_results
+    return update_then_blend
+
+
 #: Templates that replace ramp-frontend's own (same names).
 TEMPLATES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
 
@@ -495,6 +528,8 @@ def apply(parts=("database", "engine", "frontend")) -> None:
 
         ramp_engine.available_workers["venv"] = VenvWorker
         Dispatcher.collect_result = _pace(Dispatcher.collect_result)
+        if os.environ.get("RAMP_COMPAT_CONTRIBUTIVITY") == "1":
+            Dispatcher.update_database_results = _with_contributivity(Dispatcher.update_database_results)
         _APPLIED.add("engine")
     if "frontend" in parts and "frontend" not in _APPLIED:
         import ramp_frontend
