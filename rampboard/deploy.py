@@ -63,6 +63,7 @@ from references_page import (  # noqa: E402
     reference_section,
 )
 
+from deblendkit._process import die_with_parent  # noqa: E402
 from deblendkit.errors import ConfigError, DataFileError, DeblendKitError, OutputExistsError  # noqa: E402
 
 log = logging.getLogger("rampboard.deploy")
@@ -258,9 +259,12 @@ def run(cmd: list, *, cwd: Path, log_path: Path, what: str, timeout: float = 600
     cmd = [str(c) for c in cmd]
     log.debug("$ %s", " ".join(cmd))
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    parent = os.getpid()
     try:
+        # a step dies with this run, SIGKILL included (the services it leaves are in the state file)
         proc = subprocess.run(cmd, cwd=cwd, env=env or _env(), stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True, timeout=timeout)
+                              stderr=subprocess.STDOUT, text=True, timeout=timeout,
+                              preexec_fn=lambda: die_with_parent(parent))
     except subprocess.TimeoutExpired as exc:
         out = exc.stdout if isinstance(exc.stdout, str) else (exc.stdout or b"").decode(errors="replace")
         with open(log_path, "a") as f:
@@ -307,18 +311,35 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
-def stop_process_group(pid: int, *, marker: str, grace: float = 15.0) -> bool:
+def group_members(pgid: int) -> list[int]:
+    """Live processes of process group ``pgid`` (from ``/proc``; zombies left out)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields_ = (entry / "stat").read_text().rsplit(")", 1)[-1].split()
+        except OSError:
+            continue
+        if int(fields_[2]) == pgid and fields_[0] != "Z":
+            out.append(int(entry.name))
+    return sorted(out)
+
+
+def stop_process_group(pid: int, *, marker: str, grace: float = 15.0) -> int:
     """SIGTERM (then SIGKILL) the process group led by ``pid`` if its command line has ``marker``.
 
-    The check on the command line guards against a recycled pid. Returns
-    whether something was stopped.
+    The check on the command line guards against a recycled pid. Members of the group
+    still alive when the leader is gone (or after ``grace`` seconds) get SIGKILL. Returns
+    how many processes the group had (0: nothing was stopped).
     """
     if not _pid_alive(pid) or marker not in _cmdline(pid):
-        return False
+        return 0
+    members = group_members(pid) or [pid]
     try:
         os.killpg(pid, signal.SIGTERM)
     except ProcessLookupError:
-        return False
+        return 0
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
         try:
@@ -326,13 +347,17 @@ def stop_process_group(pid: int, *, marker: str, grace: float = 15.0) -> bool:
         except ChildProcessError:
             pass
         if not _pid_alive(pid):
-            return True
+            break
         time.sleep(0.2)
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    return True
+    for _ in range(50):  # the leader is gone or out of time: no member of its group outlives it
+        if not group_members(pid):
+            break
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    return len(members)
 
 
 # ----------------------------------------------------------------------------- PostgreSQL
@@ -753,6 +778,8 @@ def check_leaderboard(table, expected: list[str], score_name: str) -> list[str]:
 # ----------------------------------------------------------------------------- commands
 def cmd_up(opts: DeployOptions, *, serve: bool, keep_running: bool) -> int:
     dep = Deployment(opts.deploy_dir, problem_name=opts.problem_name, event_name=opts.event_name)
+    if killed_run(dep.state.load()) is not None:  # what a killed run left: stopped (and said) first
+        cmd_down(dep.dir, purge=False)
     if dep.dir.exists() and any(dep.dir.iterdir()):
         if not opts.force:
             raise OutputExistsError(
@@ -767,6 +794,7 @@ def cmd_up(opts: DeployOptions, *, serve: bool, keep_running: bool) -> int:
         cmd_down(dep.dir, purge=True)
     dep.dir.mkdir(parents=True, exist_ok=True)
     dep.logs.mkdir(exist_ok=True)
+    dep.state.update(deploy={"pid": os.getpid()})  # removed when this run ends; still there if it is killed
     port = opts.port or free_port()
     check_port_free(port, "frontend")
     pg_port = opts.pg_port or free_port()
@@ -842,6 +870,7 @@ def cmd_up(opts: DeployOptions, *, serve: bool, keep_running: bool) -> int:
     finally:
         if stop_all:
             cmd_down(dep.dir, purge=False)
+        dep.state.update(deploy=None)
 
 
 def _serve_forever(dep: Deployment, frontend: subprocess.Popen | None, port: int) -> int:
@@ -864,8 +893,9 @@ def cmd_serve(deploy_dir: Path, port: int | None) -> int:
     saved = dep.state.load()
     if "postgres" not in saved or dep.event_name is None:
         raise DeployError(f"{dep.dir} holds no deployment made by 'deploy.py up' (no run/state.json)")
-    if saved.get("frontend") or saved.get("dispatcher"):
+    if saved.get("frontend") or saved.get("dispatcher") or killed_run(saved) is not None:
         cmd_down(dep.dir, purge=False)
+    dep.state.update(deploy={"pid": os.getpid()})
     pg = Postgres.from_state(saved["postgres"])
     port = port or saved["event"].get("port") or free_port()
     check_port_free(port, "frontend")
@@ -876,16 +906,35 @@ def cmd_serve(deploy_dir: Path, port: int | None) -> int:
         return _serve_forever(dep, frontend, port)
     finally:
         cmd_down(dep.dir, purge=False)
+        dep.state.update(deploy=None)
+
+
+def killed_run(saved: dict) -> int | None:
+    """Pid of the ``deploy.py`` run recorded in the state that died without cleaning up (None if none)."""
+    info = saved.get("deploy")
+    if not info:
+        return None
+    pid = int(info["pid"])
+    if pid == os.getpid() or (_pid_alive(pid) and "deploy.py" in _cmdline(pid)):
+        return None  # this run, or one still running
+    return pid
 
 
 def cmd_down(deploy_dir: Path, *, purge: bool) -> int:
-    """Stop the frontend, the dispatcher (and its ramp-test) and PostgreSQL of a deployment."""
+    """Stop the frontend, the dispatcher (and its ramp-test) and PostgreSQL of a deployment.
+
+    Says in one line what it stopped; when the ``deploy.py`` run that started them was killed
+    (SIGKILL: it could not stop them itself), the line says so, with that run's pid.
+    """
     dep = Deployment(deploy_dir)
     saved = dep.state.load()
+    killed = killed_run(saved)
+    stopped = []
     for name in ("frontend", "dispatcher"):
         info = saved.get(name)
-        if info and stop_process_group(int(info["pid"]), marker="ramp_compat.py"):
-            log.info("stopped the %s (pid %s)", name, info["pid"])
+        n = stop_process_group(int(info["pid"]), marker="ramp_compat.py") if info else 0
+        if n:
+            stopped.append(f"the {name} (pid {info['pid']}" + (f", {n} processes of its group)" if n > 1 else ")"))
         if info:
             dep.state.update(**{name: None})
     pg_info = saved.get("postgres")
@@ -895,11 +944,17 @@ def cmd_down(deploy_dir: Path, *, purge: bool) -> int:
             dep.logs.mkdir(parents=True, exist_ok=True)
             try:
                 pg.stop(dep.log("postgres"))
-                log.info("stopped PostgreSQL (127.0.0.1:%d)", pg.port)
+                stopped.append(f"PostgreSQL (127.0.0.1:{pg.port})")
             except DeployError as exc:
                 log.error("%s", exc)
         if purge and pg.pg_dir.exists() and not pg.pg_dir.resolve().is_relative_to(dep.dir):
             shutil.rmtree(pg.pg_dir, ignore_errors=True)
+    if killed is not None:
+        dep.state.update(deploy=None)
+        if stopped:
+            log.warning("deploy run %d was killed and left running %s: stopped them", killed, ", ".join(stopped))
+    elif stopped:
+        log.info("stopped %s", ", ".join(stopped))
     if purge and dep.dir.exists():
         shutil.rmtree(dep.dir)
         log.info("removed %s", dep.dir)

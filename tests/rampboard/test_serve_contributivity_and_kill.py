@@ -169,3 +169,38 @@ def test_contributivities_of_the_two_submissions_sum_to_one(served):
     assert not any("ensemble" in n for n in names)  # not a ranked row
     public = parse_table(client.get(f"/events/{EVENT}/leaderboard"), table_id="ensemble")
     assert "deblend (public: CV validation)" in public.header
+
+
+def test_sigkill_of_deploy_then_down_leaves_no_process(served):
+    state = json.loads((served["dir"] / "run" / "state.json").read_text())
+    roots = {int(state["frontend"]["pid"]), int(state["dispatcher"]["pid"])}
+    pg_dir = Path(state["postgres"]["pg_dir"])
+    postmaster = int((pg_dir / "data" / "postmaster.pid").read_text().split()[0])
+    roots.add(postmaster)
+    left = _tree(roots, _processes())
+    assert all(_alive(p) for p in roots), (roots, state)
+    # deploy.sh (exec'd into deploy.py: the same pid) killed: it can stop nothing itself
+    os.kill(served["proc"].pid, signal.SIGKILL)
+    served["proc"].wait(timeout=60)
+    time.sleep(1)
+    assert all(_alive(p) for p in roots), "the services died with deploy.py: nothing left to test"
+    down = subprocess.run(["bash", str(DEPLOY_SH), "down", "--deploy-dir", str(served["dir"])], cwd=REPO,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
+    assert down.returncode == 0, down.stdout
+    said = [ln for ln in down.stdout.splitlines() if "was killed and left running" in ln]
+    assert len(said) == 1, down.stdout
+    assert f"deploy run {served['proc'].pid} was killed" in said[0]
+    for what in ("the frontend", "the dispatcher", "PostgreSQL"):
+        assert what in said[0], said[0]
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(_alive(p) for p in left):
+        time.sleep(0.2)
+    assert not [p for p in left if _alive(p)], f"still running: {[_processes().get(p) for p in left]}"
+    mine = [(p, cmd) for p, (_, _, cmd) in _processes().items()
+            if str(served["dir"]) in cmd or str(pg_dir) in cmd]
+    assert mine == [], mine
+    assert "deploy" not in json.loads((served["dir"] / "run" / "state.json").read_text())
+    # and a second down finds nothing more to stop
+    again = subprocess.run(["bash", str(DEPLOY_SH), "down", "--deploy-dir", str(served["dir"])], cwd=REPO,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
+    assert again.returncode == 0 and "stopped" not in again.stdout, again.stdout
