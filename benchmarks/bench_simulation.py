@@ -2,9 +2,9 @@
 
 Prints blends/s of
 
-* the bare reference: the same galaxies drawn with plain GalSim calls (one
-  ``drawImage`` of bulge+disk convolved with the band's PSF per galaxy and
-  band; no noise, no truth, no I/O);
+* the bare reference: the same sources drawn with plain GalSim calls (one
+  ``drawImage`` of bulge + disk + knots (a star: a delta function) convolved with
+  the band's PSF per source and band; no noise, no truth, no I/O);
 * the kit's full pipeline (render, noise, truth table, compressed HDF5 write)
   at ``n_jobs=1`` and ``n_jobs=2``;
 
@@ -17,7 +17,7 @@ percent within a minute, so each round gives its own ratios and the summary is
 their median (and range), not a ratio of measurements taken minutes apart.
 The pipeline runs with ``prepare_data.py``'s default chunk size (16 blends).
 
-Usage: ``python benchmarks/bench_simulation.py [--n-blends 200] [--rounds 3] [--profile]``
+Usage: ``python benchmarks/bench_simulation.py [--n-blends 200] [--rounds 3] [--population realistic] [--profile]``
 """
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ import numpy as np
 from deblendkit.config import SimConfig
 from deblendkit.generation import generate_split
 from deblendkit.sim.blend_mode import scene_parameters
-from deblendkit.sim.render import component_profiles
+from deblendkit.sim.render import source_profiles
 from deblendkit.sim.seds import colour_table
 
 
@@ -46,11 +46,13 @@ def bare_reference(config: SimConfig, n_blends: int, seed: int) -> float:
     t0 = time.perf_counter()
     for p in params:
         g = p.galaxies
-        bulges, disks = component_profiles(g.hlr_bulge, g.hlr_disk, g.e1, g.e2)
+        bulges, disks, knots = source_profiles(g)
         for k in range(len(g)):
             offset = (p.positions[k, 0] - (w - 1) / 2, p.positions[k, 1] - (w - 1) / 2)
             for c, psf in enumerate(p.psfs):
-                gal = galsim.Add([bulges[k] * p.flux_bulge[k, c], disks[k] * p.flux_disk[k, c]])
+                parts = [(bulges[k], p.flux_bulge[k, c]), (disks[k], p.flux_disk[k, c]),
+                         (knots[k], p.flux_knots[k, c])]
+                gal = galsim.Add([obj * flux for obj, flux in parts if obj is not None])
                 galsim.Convolve(gal, psf).drawImage(nx=w, ny=w, scale=scale, offset=offset)
     return time.perf_counter() - t0
 
@@ -69,8 +71,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--rounds", type=int, default=3, help="interleaved measurement rounds (median reported)")
     ap.add_argument("--profile", action="store_true", help="print where the pipeline's time goes")
+    ap.add_argument("--population", choices=["realistic", "smooth"], default="realistic")
     args = ap.parse_args()
-    config = SimConfig()
+    config = SimConfig(population=args.population)
     colour_table(config.survey, config.simulated_bands, config.magnitude_band)  # warm caches
     scene_parameters(config, seed=args.seed, split="train", index=0)
     n = args.n_blends
@@ -95,7 +98,8 @@ def main() -> None:
     t_ref, t1, t2 = (np.median([x[i] for x in rounds]) for i in range(3))
     r1 = [x[0] / x[1] for x in rounds]
     r2 = [x[1] / x[2] for x in rounds]
-    print(f"{n} blends ({ngal / n:.2f} galaxies/blend, {len(config.simulated_bands)} bands, "
+    print(f"{n} blends ({ngal / n:.2f} sources/blend, {args.population} population, "
+          f"{len(config.simulated_bands)} bands, "
           f"{config.stamp_size}x{config.stamp_size} pixels), cores: {os.cpu_count()}, rounds: {args.rounds}")
     print(f"bare GalSim reference (drawImage per galaxy and band, no noise/I/O): {n / t_ref:7.1f} blends/s")
     print(f"full pipeline, n_jobs=1 (render+noise+truth+HDF5):                {n / t1:7.1f} blends/s")

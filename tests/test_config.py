@@ -69,6 +69,16 @@ def test_options_are_keyword_only_and_frozen():
         (dict(fft_size=32), "fft_size must be >= stamp_size=48, got 32"),
         (dict(catalog="/nonexistent/galaxies.fits"), "catalog file '/nonexistent/galaxies.fits' does not exist"),
         (dict(disk_size_slope=float("inf")), "disk_size_slope must be a finite number, got inf"),
+        (dict(population="clumpy"), "population must be one of ['realistic', 'smooth'], got 'clumpy'"),
+        (dict(knot_fraction_disk=(0.2, 1.0)), "knot_fraction_disk must satisfy 0.0 <= low <= high <= 0.95"),
+        (dict(knot_fraction_bulge=(0.3, 0.1)), "knot_fraction_bulge must satisfy 0.0 <= low <= high <= 0.95"),
+        (dict(knot_number_range=(0, 10)), "knot_number_range must be two integers 1 <= lo <= hi <= 500, got (0, 10)"),
+        (dict(knot_number_range=(5.0, 10)), "knot_number_range must be two integers 1 <= lo <= hi <= 500"),
+        (dict(bulge_rotation_max=120.0), "bulge_rotation_max must be <= 90, got 120.0"),
+        (dict(bulge_offset_max=-0.1), "bulge_offset_max must be >= 0, got -0.1"),
+        (dict(star_fraction=1.0), "star_fraction must be in [0, 1), got 1.0"),
+        (dict(star_fraction=float("nan")), "star_fraction must be a finite number, got nan"),
+        (dict(star_count_slope=2.0), "star_count_slope must be <= 1, got 2.0"),
     ],
 )
 def test_bad_option_is_one_clear_config_error(changes, message):
@@ -137,20 +147,23 @@ def test_config_errors_carry_the_value_and_what_is_allowed(changes, value, allow
 
 #: The ``config`` attribute of a default data file made before the restructure (commit 1282cec).
 DEFAULT_CONFIG_JSON = (
-    '{"bands": null, "bulge_dominated_fraction": 0.25, "bulge_size_ratio": [0.3, 0.7], "catalog": null, '
-    '"count_slope": 0.31, "disk_size_pivot": 23.0, "disk_size_slope": -0.269, "disk_size_zero": -1.145, '
-    '"edge_margin": 8, "ellipticity_max": 0.7, "ellipticity_sigma": 0.25, "exposure_fraction": 1.0, '
-    '"fft_size": null, "field_bright_limit": 18.0, "field_count_density": 46.0, "field_faint_limit": 27.0, '
+    '{"bands": null, "bulge_dominated_fraction": 0.25, "bulge_offset_max": 0.1, '
+    '"bulge_rotation_max": 45.0, "bulge_size_ratio": [0.3, 0.7], "catalog": null, "count_slope": 0.31, '
+    '"disk_size_pivot": 23.0, "disk_size_slope": -0.269, "disk_size_zero": -1.145, "edge_margin": 8, '
+    '"ellipticity_max": 0.7, "ellipticity_sigma": 0.25, "exposure_fraction": 1.0, "fft_size": null, '
+    '"field_bright_limit": 18.0, "field_count_density": 46.0, "field_faint_limit": 27.0, '
     '"field_margin": 4.0, "field_max_tries": 100, "field_min_labelled": 2, "hlr_range": [0.05, 3.0], '
+    '"knot_fraction_bulge": [0.0, 0.1], "knot_fraction_disk": [0.2, 0.5], "knot_number_range": [3, 30], '
     '"label_limit": 25.3, "mag_range": [19.0, 25.3], "max_galaxies": 6, "max_redshift": 3.0, '
     '"min_galaxies": 2, "min_separation": 2.0, "mode": "blend", "moffat_beta": 2.5, "noise": "gaussian", '
-    '"psf_model": "kolmogorov", "psf_size": 25, "reference_band": null, "seeing_scatter": 0.1, '
-    '"separation_range": [0.5, 5.0], "size_scatter": 0.3, "stamp_size": 48, "survey": "LSST"}'
+    '"population": "realistic", "psf_model": "kolmogorov", "psf_size": 25, "reference_band": null, '
+    '"seeing_scatter": 0.1, "separation_range": [0.5, 5.0], "size_scatter": 0.3, "stamp_size": 48, '
+    '"star_count_slope": 0.1, "star_fraction": 0.08, "survey": "LSST"}'
 )
 
 
 def test_to_json_bytes_are_those_of_the_data_files():
-    """The ``config`` attribute of the data files: the same bytes as before the restructure."""
+    """The ``config`` attribute of the data files (schema 3: with the realistic population's options)."""
     assert SimConfig().to_json() == DEFAULT_CONFIG_JSON
     assert SimConfig.from_json(DEFAULT_CONFIG_JSON).to_json() == DEFAULT_CONFIG_JSON
 

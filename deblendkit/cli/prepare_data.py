@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import math
 import os
 import sys
 import time
@@ -60,6 +61,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stamp-size", type=int, help="stamp side in pixels (default 48)")
     p.add_argument("--max-galaxies", type=int, help="K_max, galaxies per blend at most (default 6)")
     p.add_argument("--mode", choices=["blend", "field"], help="scene mode (default blend)")
+    p.add_argument("--population", choices=["realistic", "smooth"],
+                   help="source population (default realistic: knots, offset bulges, stars; smooth: bulge + disk)")
+    p.add_argument("--psf-model", choices=["kolmogorov", "moffat"], help="PSF family (default kolmogorov)")
+    p.add_argument("--mag-range", type=float, nargs=2, metavar=("BRIGHT", "FAINT"),
+                   help="magnitude range of the sources in the magnitude band (default 19 25.3)")
+    p.add_argument("--size-scale", type=float,
+                   help="multiply the galaxies' median sizes by this factor (default 1; 2 = twice as large)")
+    p.add_argument("--min-galaxies", type=int, help="sources per blend at least (default 2)")
+    p.add_argument("--exposure-fraction", type=float,
+                   help="depth: fraction of the survey's full exposure (default 1; 0.1 = 10%% of it)")
     p.add_argument("--overwrite", action="store_true", help="replace existing files")
     p.add_argument("--splits", default="train,test,train_mini,test_mini",
                    help="which files to write (default: all four)")
@@ -92,8 +103,16 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         if base.min_galaxies > args.max_galaxies >= 2:
             # Only follow a valid K_max: an invalid one is reported under its own name.
             changes["min_galaxies"] = 2
-    if args.mode is not None:
-        changes["mode"] = args.mode
+    for name in ("mode", "population", "psf_model", "min_galaxies", "exposure_fraction"):
+        if getattr(args, name) is not None:
+            changes[name] = getattr(args, name)
+    if args.mag_range is not None:
+        changes["mag_range"] = tuple(args.mag_range)
+    if args.size_scale is not None:
+        if not args.size_scale > 0:
+            raise ConfigError(f"--size-scale must be > 0, got {args.size_scale}", value=args.size_scale,
+                              allowed="> 0")
+        changes["disk_size_zero"] = base.disk_size_zero + math.log(args.size_scale)
     return base.replace(**changes) if changes else base
 
 

@@ -1,7 +1,8 @@
 """``deblend-validate`` / ``python -m deblendkit.cli.validate``: do the simulated blends look like the sky?
 
 Prints, for a data file and/or a freshly simulated big field (``--sky``), the
-statistics of :mod:`deblendkit.report.realism` next to their published values
+statistics of :mod:`deblendkit.report.realism` (and, for a file, the asymmetry, star
+share and star colours of :mod:`deblendkit.report.morphology`) next to their published values
 with the tolerance and PASS / FAIL / INFO, and writes the plots as PNG files
 (``--plots DIR``). Exit code 0 when nothing fails, 1 when a line fails, 2 on
 an error (one line on stderr, no traceback).
@@ -17,6 +18,7 @@ from collections.abc import Sequence
 
 from deblendkit.config import SimConfig, load_config
 from deblendkit.errors import ConfigError, DataFileError, DeblendKitError
+from deblendkit.report.morphology import structure_checks
 from deblendkit.report.realism import Sample, format_report, make_plots, run_checks, sample_from_file, sample_from_sky
 from deblendkit.sim.sky import simulate_sky
 
@@ -56,16 +58,18 @@ def _sky_config(args: argparse.Namespace) -> SimConfig:
     return config.replace(**changes) if changes else config
 
 
-def _samples(args: argparse.Namespace) -> list[Sample]:
+def _samples(args: argparse.Namespace) -> list[tuple[Sample, str | None]]:
+    """The samples to check, each with its data file (None for the big field)."""
     if args.file is None and not args.sky:
         raise ConfigError("give a data FILE, or --sky to simulate a big field (or both)")
     samples = []
     if args.file is not None:
         if not os.path.exists(args.file):
             raise DataFileError(f"{args.file} does not exist", value=args.file)
-        samples.append(sample_from_file(args.file))
+        samples.append((sample_from_file(args.file), args.file))
     if args.sky:
-        samples.append(sample_from_sky(simulate_sky(_sky_config(args), area_arcmin2=args.area, seed=args.seed)))
+        samples.append((sample_from_sky(simulate_sky(_sky_config(args), area_arcmin2=args.area, seed=args.seed)),
+                        None))
     return samples
 
 
@@ -75,8 +79,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     status = 0
     try:
-        for s in _samples(args):
-            checks = run_checks(s)
+        for s, path in _samples(args):
+            checks = run_checks(s) + (structure_checks(path) if path is not None else [])
             print(format_report(s, checks))
             if any(c.status == "FAIL" for c in checks):
                 status = 1

@@ -61,7 +61,7 @@ from deblendkit.storage import read_dataset
 __all__ = [
     "COUNT_SLOPE", "COUNT_SLOPE_TOL", "GOLD_DENSITY", "GOLD_DENSITY_TOL", "GOLD_LIMIT",
     "SIZE_TOL", "BLEND_FRACTION", "BLEND_FRACTION_TOL", "miller_hlr", "published_density",
-    "Check", "Sample", "count_slope", "truncated_poisson_mean", "median_in_bins",
+    "Check", "Sample", "judge", "count_slope", "truncated_poisson_mean", "median_in_bins",
     "blend_fraction", "sample_from_file", "sample_from_sky", "run_checks", "format_report",
     "counts_figure", "size_figure", "blendedness_figure", "blend_fraction_figure", "make_plots",
 ]
@@ -200,7 +200,7 @@ class Sample:
 
 def sample_from_sky(sky) -> Sample:
     """A :class:`Sample` of a :class:`deblendkit.sim.sky.Sky`: galaxies centred in its inner area."""
-    m = sky.inner
+    m = sky.inner & (sky.hlr_disk > 0)  # galaxies: only stars have zero radii
     lab = sky.inner & sky.bright
     c = sky.config
     return Sample(
@@ -244,6 +244,8 @@ def sample_from_file(path: str | os.PathLike) -> Sample:
         raise DataFileError(f"{path}: its truth table has no {col!r} column (reference band {ref!r})")
     x, y = truth["x"].to_numpy(), truth["y"].to_numpy()
     inside = (x >= -0.5) & (x < size - 0.5) & (y >= -0.5) & (y < size - 0.5)
+    if "kind" in truth.columns:  # counts and sizes are the galaxies' (stars: morphology checks)
+        inside &= truth["kind"].to_numpy() == 0
     mag = truth[col].to_numpy(float)
     labelled = truth["labelled"].to_numpy() != 0
     scale = float(attrs["pixel_scale"])
@@ -298,7 +300,8 @@ class Check:
     note: str = ""
 
 
-def _judge(ok: bool | None) -> str:
+def judge(ok: bool | None) -> str:
+    """The status of a check: "INFO" for None (no verdict), else "PASS" or "FAIL"."""
     return "INFO" if ok is None else ("PASS" if ok else "FAIL")
 
 
@@ -308,7 +311,7 @@ def run_checks(sample: Sample) -> list[Check]:
     slope = count_slope(sample.mag)
     n_slope = int(np.sum(sample.mag < SLOPE_RANGE[1]))
     out.append(Check("count slope dlog10N/di, 21<i<25", slope, COUNT_SLOPE, f"+-{COUNT_SLOPE_TOL}",
-                     _judge(bool(abs(slope - COUNT_SLOPE) <= COUNT_SLOPE_TOL) if math.isfinite(slope) else None),
+                     judge(bool(abs(slope - COUNT_SLOPE) <= COUNT_SLOPE_TOL) if math.isfinite(slope) else None),
                      f"{n_slope} galaxies" if math.isfinite(slope) else
                      f"too few galaxies: none brighter than i={SLOPE_RANGE[0]:g}"))
 
@@ -326,22 +329,22 @@ def run_checks(sample: Sample) -> list[Check]:
                     f"raw {raw:.1f}")
         ok = abs(value / GOLD_DENSITY - 1) <= GOLD_DENSITY_TOL
         out.append(Check(f"density i<{GOLD_LIMIT} /arcmin^2", value, GOLD_DENSITY,
-                         f"+-{GOLD_DENSITY_TOL:.0%}", _judge(bool(ok)), note))
+                         f"+-{GOLD_DENSITY_TOL:.0%}", judge(bool(ok)), note))
 
     med_m, med_h, cnt = median_in_bins(sample.mag, sample.hlr_disk, SIZE_BINS)
     for a, b, m, h, k in zip(SIZE_BINS[:-1], SIZE_BINS[1:], med_m, med_h, cnt):
         ref = float(miller_hlr(m)) if math.isfinite(m) else float(miller_hlr((a + b) / 2))
         ok = bool(abs(h / ref - 1) <= SIZE_TOL) if k >= MIN_PER_BIN else None
-        out.append(Check(f"median disk hlr {a:g}<i<{b:g} arcsec", h, ref, f"+-{SIZE_TOL:.0%}", _judge(ok),
+        out.append(Check(f"median disk hlr {a:g}<i<{b:g} arcsec", h, ref, f"+-{SIZE_TOL:.0%}", judge(ok),
                          f"{k} galaxies, Miller at i={m:.2f}" if k >= MIN_PER_BIN else
                          f"too few galaxies ({k} < {MIN_PER_BIN})"))
 
     frac = blend_fraction(sample.contamination)
     n_meas = int(np.isfinite(sample.contamination).sum())
     if sample.mode == "sky":
-        status, note = _judge(abs(frac - BLEND_FRACTION) <= BLEND_FRACTION_TOL), f"{n_meas} galaxies"
+        status, note = judge(abs(frac - BLEND_FRACTION) <= BLEND_FRACTION_TOL), f"{n_meas} galaxies"
     elif sample.mode == "field":
-        status = _judge(bool(abs(frac - BLEND_FRACTION) <= BLEND_FRACTION_TOL))
+        status = judge(bool(abs(frac - BLEND_FRACTION) <= BLEND_FRACTION_TOL))
         note = f"{n_meas} labelled galaxies, kept scenes (>= {sample.min_labelled} labelled), stamp-cut footprints"
     else:
         status, note = "INFO", f"{n_meas} galaxies; blend mode imposes its overlaps"

@@ -16,7 +16,7 @@ from deblendkit.config import SimConfig
 from deblendkit.sim.catalog import load_catalog
 from deblendkit.sim.population import Galaxies, sample_population
 from deblendkit.sim.psf import scene_psfs
-from deblendkit.sim.render import component_profiles, fft_size_for, render_galaxies, render_psf_images
+from deblendkit.sim.render import fft_size_for, render_galaxies, render_psf_images, source_profiles
 from deblendkit.sim.sample import (
     BlendSample,
     add_noise,
@@ -82,7 +82,7 @@ class SceneParams:
     galaxies : Galaxies, n of them, brightest first (slot order)
     positions : (n, 2) pixels
     psfs : list of C galsim PSF profiles
-    flux_bulge, flux_disk : (n, C) ADU
+    flux_bulge, flux_disk, flux_knots : (n, C) ADU
     rng : the blend's generator, positioned after these draws (noise comes next)
     """
 
@@ -91,7 +91,13 @@ class SceneParams:
     psfs: list
     flux_bulge: np.ndarray
     flux_disk: np.ndarray
+    flux_knots: np.ndarray
     rng: np.random.Generator
+
+    @property
+    def flux(self) -> np.ndarray:
+        """Total flux of each source in each band, (n, C) ADU."""
+        return self.flux_bulge + self.flux_disk + self.flux_knots
 
 
 def scene_parameters(config: SimConfig, *, seed: int, split: str, index: int) -> SceneParams:
@@ -104,8 +110,8 @@ def scene_parameters(config: SimConfig, *, seed: int, split: str, index: int) ->
     pos = place_galaxies(config, rng, gals.hlr)
     psfs, _ = scene_psfs(config, rng)
     # Fluxes per component and band (ADU) from the magnitude-band magnitude and the SEDs.
-    flux_bulge, flux_disk = band_fluxes(config, gals, config.simulated_bands)
-    return SceneParams(gals, pos, psfs, flux_bulge, flux_disk, rng)
+    flux_bulge, flux_disk, flux_knots = band_fluxes(config, gals, config.simulated_bands)
+    return SceneParams(gals, pos, psfs, flux_bulge, flux_disk, flux_knots, rng)
 
 
 def simulate_blend_mode(config: SimConfig, *, seed: int, split: str, index: int) -> BlendSample:
@@ -120,11 +126,11 @@ def simulate_blend_mode(config: SimConfig, *, seed: int, split: str, index: int)
     scale = config.pixel_scale
     n = len(gals)
 
-    bulges, disks = component_profiles(gals.hlr_bulge, gals.hlr_disk, gals.e1, gals.e2)
+    bulges, disks, knots = source_profiles(gals)
     fft_size = config.fft_size or fft_size_for(size, float(gals.hlr_bulge.max()), float(gals.hlr_disk.max()), scale)
     iso = render_galaxies(
-        bulges=bulges, disks=disks, flux_bulge=p.flux_bulge, flux_disk=p.flux_disk, positions=pos,
-        psfs=p.psfs, stamp_size=size, pixel_scale=scale, fft_size=fft_size,
+        bulges=bulges, disks=disks, knots=knots, flux_bulge=p.flux_bulge, flux_disk=p.flux_disk,
+        flux_knots=p.flux_knots, positions=pos, psfs=p.psfs, stamp_size=size, pixel_scale=scale, fft_size=fft_size,
     )  # (n, C, H, W) float64
     scene = iso.sum(axis=0)
 
@@ -143,7 +149,7 @@ def simulate_blend_mode(config: SimConfig, *, seed: int, split: str, index: int)
         "contamination": contamination(iso[:, cb], scene[cb], float(sigma_sky[cb])),
     }
     truth = truth_table(config, index=index, slot=np.arange(n, dtype=np.int16), positions=pos, galaxies=gals,
-                        flux=p.flux_bulge + p.flux_disk, stamp_flux=iso.sum(axis=(-2, -1)), per_image=per_image)
+                        flux=p.flux, stamp_flux=iso.sum(axis=(-2, -1)), per_image=per_image)
     return BlendSample(
         blend=noisy.astype(np.float32),
         isolated=isolated,

@@ -73,7 +73,7 @@ from deblendkit.config import SimConfig
 from deblendkit.errors import ConfigError
 from deblendkit.sim.population import Galaxies, sample_magnitudes, sample_population
 from deblendkit.sim.psf import scene_psfs
-from deblendkit.sim.render import component_profiles, render_galaxies, render_psf_images, render_sum
+from deblendkit.sim.render import render_galaxies, render_psf_images, render_sum, source_profiles
 from deblendkit.sim.sample import (
     BlendSample,
     add_noise,
@@ -186,7 +186,7 @@ class FieldScene:
     positions : (n, 2) float, pixels (may lie outside the stamp, in the margin)
     n_labelled : int
     psfs : list of C galsim PSF profiles
-    flux_bulge, flux_disk : (n, C) float, ADU
+    flux_bulge, flux_disk, flux_knots : (n, C) float, ADU
     rng : the kept draw's generator, positioned after these draws (noise comes next)
     attempts : int, draws made (1 = the first was kept)
     """
@@ -197,8 +197,14 @@ class FieldScene:
     psfs: list
     flux_bulge: np.ndarray
     flux_disk: np.ndarray
+    flux_knots: np.ndarray
     rng: np.random.Generator
     attempts: int
+
+    @property
+    def flux(self) -> np.ndarray:
+        """Total flux of each source in each band, (n, C) ADU."""
+        return self.flux_bulge + self.flux_disk + self.flux_knots
 
 
 def field_scene(config: SimConfig, *, seed: int, split: str, index: int) -> FieldScene:
@@ -213,8 +219,8 @@ def field_scene(config: SimConfig, *, seed: int, split: str, index: int) -> Fiel
     order = np.concatenate([labelled, rest]).astype(int)
     gals, pos = gals.take(order), pos[order]
     psfs, _ = scene_psfs(config, rng)
-    fb, fd = band_fluxes(config, gals, config.simulated_bands)
-    return FieldScene(gals, pos, len(labelled), psfs, fb, fd, rng, attempts)
+    fb, fd, fk = band_fluxes(config, gals, config.simulated_bands)
+    return FieldScene(gals, pos, len(labelled), psfs, fb, fd, fk, rng, attempts)
 
 
 def _fast_size(n: int) -> int:
@@ -269,13 +275,16 @@ def _render_field(config: SimConfig, p: FieldScene) -> tuple[np.ndarray, np.ndar
     fft_size = config.fft_size or field_fft_size(
         config, float(gals.hlr_bulge.max(initial=0.0)), float(gals.hlr_disk.max(initial=0.0)))
     b_gals = gals.take(bright)
-    bulges, disks = component_profiles(b_gals.hlr_bulge, b_gals.hlr_disk, b_gals.e1, b_gals.e2)
+    bulges, disks, knots = source_profiles(b_gals)
     iso = render_galaxies(
-        bulges=bulges, disks=disks, flux_bulge=p.flux_bulge[bright], flux_disk=p.flux_disk[bright],
-        positions=pos[bright], psfs=p.psfs, stamp_size=size, pixel_scale=scale, fft_size=fft_size,
+        bulges=bulges, disks=disks, knots=knots, flux_bulge=p.flux_bulge[bright], flux_disk=p.flux_disk[bright],
+        flux_knots=p.flux_knots[bright], positions=pos[bright], psfs=p.psfs, stamp_size=size, pixel_scale=scale,
+        fft_size=fft_size,
     ) if len(bright) else np.zeros((0, n_band, size, size))
+    # Faint and margin sources in one batch: their knots' light drawn smooth, as part of the disk.
     faint_light = render_sum(
-        galaxies=gals.take(faint), flux_bulge=p.flux_bulge[faint], flux_disk=p.flux_disk[faint],
+        galaxies=gals.take(faint), flux_bulge=p.flux_bulge[faint],
+        flux_disk=p.flux_disk[faint] + p.flux_knots[faint],
         positions=pos[faint], psfs=p.psfs, stamp_size=size, pixel_scale=scale, fft_size=fft_size,
     )
     return iso, iso.sum(axis=0) + faint_light, bright, fft_size
@@ -328,7 +337,7 @@ def simulate_field_mode(config: SimConfig, *, seed: int, split: str, index: int)
     slot = np.full(n, -1, dtype=np.int16)
     slot[:n_lab] = np.arange(n_lab)
     truth = truth_table(config, index=index, slot=slot, positions=pos, galaxies=gals,
-                        flux=p.flux_bulge + p.flux_disk, stamp_flux=stamp_flux, per_image=per_image)
+                        flux=p.flux, stamp_flux=stamp_flux, per_image=per_image)
     return BlendSample(
         blend=noisy.astype(np.float32),
         isolated=isolated,

@@ -33,9 +33,9 @@ import functools
 import galsim
 import numpy as np
 
-from deblendkit.sim.population import Galaxies
+from deblendkit.sim.population import STAR, Galaxies
 
-__all__ = ["fft_size_for", "wrap_factor", "render_galaxies", "component_profiles", "psf_transfer",
+__all__ = ["fft_size_for", "wrap_factor", "render_galaxies", "component_profiles", "source_profiles", "psf_transfer",
            "render_psf_images", "irfft2_window", "component_k", "render_sum"]
 
 #: PSF k-space amplitude (relative to k=0) at m x Nyquist below which the power beyond is
@@ -78,19 +78,62 @@ def component_profiles(hlr_bulge, hlr_disk, e1, e2):
     return bulges, disks
 
 
+def source_profiles(galaxies: Galaxies) -> tuple[list, list, list]:
+    """Unit-flux GalSim profiles (bulge, disk, knots) of each source, centred on the disk.
+
+    Galaxies: a de Vaucouleurs bulge with its own shear and centre offset
+    (``bulge_dx, bulge_dy``, arcsec), an exponential disk, and ``n_knots``
+    point-like knots whose positions are drawn from the (sheared) disk's light
+    (``galsim.RandomKnots`` with the disk as its profile, seeded by ``knot_seed``);
+    ``None`` for a galaxy without knots. Stars: a ``galsim.DeltaFunction`` as the
+    bulge (the renderer convolves it with the PSF), ``None`` disk and knots.
+    The smooth population gives :func:`component_profiles`'s profiles.
+    """
+    bulges, disks, knots = [], [], []
+    g = galaxies
+    for i in range(len(g)):
+        if g.kind[i] == STAR:
+            bulges.append(galsim.DeltaFunction())
+            disks.append(None)
+            knots.append(None)
+            continue
+        bulge = galsim.DeVaucouleurs(half_light_radius=float(g.hlr_bulge[i]))
+        bulge = bulge.shear(galsim.Shear(g1=float(g.e1_bulge[i]), g2=float(g.e2_bulge[i])))
+        if g.bulge_dx[i] or g.bulge_dy[i]:
+            bulge = bulge.shift(float(g.bulge_dx[i]), float(g.bulge_dy[i]))
+        disk = galsim.Exponential(half_light_radius=float(g.hlr_disk[i]))
+        disk = disk.shear(galsim.Shear(g1=float(g.e1[i]), g2=float(g.e2[i])))
+        bulges.append(bulge)
+        disks.append(disk)
+        if g.n_knots[i] > 0 and g.knot_fraction[i] > 0:
+            knots.append(galsim.RandomKnots(int(g.n_knots[i]), profile=disk,
+                                            rng=galsim.BaseDeviate(int(g.knot_seed[i]))))
+        else:
+            knots.append(None)
+    return bulges, disks, knots
+
+
 def _k_image(obj, n_grid: int, dk: float, *, half: bool = True) -> np.ndarray:
-    """Real part of ``obj``'s k-image in FFT order: (n_grid, n_grid // 2 + 1) if ``half`` else square.
+    """``obj``'s k-image in FFT order: (n_grid, n_grid // 2 + 1) if ``half`` else square.
 
     Only the kx >= 0 half is drawn for the real-FFT path (half the work of a
-    full ``drawKImage``); rows are ky in FFT order.
+    full ``drawKImage``); rows are ky in FFT order. Real (float64) for a
+    point-symmetric profile, complex for one that is not (knots, an offset
+    bulge); zeros for ``None`` (an absent component).
     """
+    if obj is None:
+        return np.zeros((n_grid, n_grid // 2 + 1) if half else (n_grid, n_grid))
     if half:
         bounds = galsim.BoundsI(0, n_grid // 2, -(n_grid // 2), n_grid - n_grid // 2 - 1)
         image = galsim.ImageCD(bounds, scale=dk)
-        arr = obj.drawKImage(image=image, recenter=False).array.real
-        return np.fft.ifftshift(arr, axes=0)
-    arr = obj.drawKImage(nx=n_grid, ny=n_grid, scale=dk).array.real
-    return np.fft.ifftshift(arr)
+        arr = obj.drawKImage(image=image, recenter=False).array
+        arr = np.fft.ifftshift(arr, axes=0)
+    else:
+        # An explicit image: GalSim 2.8's drawKImage(nx=, ny=, scale=) divides by zero for a DeltaFunction.
+        lo, hi = -(n_grid // 2), n_grid - n_grid // 2 - 1
+        image = galsim.ImageCD(galsim.BoundsI(lo, hi, lo, hi), scale=dk)
+        arr = np.fft.ifftshift(obj.drawKImage(image=image, recenter=False).array)
+    return arr if np.any(arr.imag) else arr.real
 
 
 def irfft2_window(spec: np.ndarray, n: int, idx: np.ndarray) -> np.ndarray:
@@ -150,15 +193,22 @@ def render_galaxies(
     stamp_size: int,
     pixel_scale: float,
     fft_size: int,
+    knots=None,
+    flux_knots: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Render each galaxy alone in every band: noiseless, PSF- and pixel-convolved.
+    """Render each source alone in every band: noiseless, PSF- and pixel-convolved.
 
     Parameters
     ----------
-    bulges, disks : list of galsim.GSObject (K,)
-        Unit-flux, centred (sheared) components, see :func:`component_profiles`.
+    bulges, disks : list of galsim.GSObject or None (K,)
+        Unit-flux components centred on the source's position, see
+        :func:`source_profiles` (or :func:`component_profiles`); ``None`` = absent.
     flux_bulge, flux_disk : ndarray (K, C)
         Flux of each component in each band, ADU.
+    knots : list of galsim.GSObject or None (K,), optional
+        Unit-flux knots (``galsim.RandomKnots``) of each galaxy, ``None`` = none.
+    flux_knots : ndarray (K, C), optional
+        Flux of the knots in each band, ADU (required with ``knots``).
     positions : ndarray (K, 2)
         (x, y) centre of each galaxy, pixels, 0-based (pixel i spans [i-0.5, i+0.5]).
     psfs : list of galsim.GSObject (C,)
@@ -183,22 +233,28 @@ def render_galaxies(
     ky = 2.0 * np.pi * np.fft.fftfreq(n, d=pixel_scale)
     kx = 2.0 * np.pi * np.fft.rfftfreq(n, d=pixel_scale)
 
+    comps = [(bulges, flux_bulge), (disks, flux_disk)]
+    if knots is not None:
+        comps.append((knots, flux_knots))
     if m > 1:
         # Folding must act on the product galaxy x PSF, not on each factor.
-        return _render_wrapped(bulges, disks, flux_bulge, flux_disk, positions, psfs,
-                               stamp_size, pixel_scale, n, m, dk)
+        return _render_wrapped(comps, positions, psfs, stamp_size, pixel_scale, n, m, dk)
 
     transfer = psf_transfer(tuple(psfs), n, pixel_scale)
-
-    kb = np.stack([_k_image(b, n, dk) for b in bulges])  # (K, N, nh)
-    kd = np.stack([_k_image(d, n, dk) for d in disks])
     # Single precision from here: float32 keeps ~1e-7 relative accuracy, far
     # below the 1e-3 / 3e-4 tolerances, and halves the FFT time.
     f32 = np.float32
-    fb, fd = np.asarray(flux_bulge, f32)[:, :, None, None], np.asarray(flux_disk, f32)[:, :, None, None]
-    spec = fb * kb.astype(f32)[:, None]
-    spec += fd * kd.astype(f32)[:, None]
-    spec *= transfer.astype(f32)[None]
+    spec = None
+    for profiles, flux in comps:
+        if all(p is None for p in profiles):
+            continue
+        k = np.stack([_k_image(p, n, dk) for p in profiles])  # (K, N, nh), real or complex
+        k = k.astype(np.complex64 if np.iscomplexobj(k) else f32)[:, None]
+        term = np.asarray(flux, f32)[:, :, None, None] * k
+        spec = term if spec is None else _iadd(spec, term)
+    if spec is None:
+        spec = np.zeros((n_gal, n_band, n, n // 2 + 1), f32)
+    spec = spec * transfer.astype(f32)[None]
 
     c0 = stamp_size // 2
     shift = (np.asarray(positions, dtype=float) - c0) * pixel_scale  # arcsec, (K, 2)
@@ -208,9 +264,19 @@ def render_galaxies(
     return irfft2_window(spec * phase[:, None], n, idx).astype(np.float64)
 
 
-def _render_wrapped(bulges, disks, flux_bulge, flux_disk, positions, psfs,
-                    stamp_size, pixel_scale, n, m, dk):
-    """Undersampled path: products on an m-times larger k grid, folded, complex iFFT."""
+def _iadd(spec: np.ndarray, term: np.ndarray) -> np.ndarray:
+    """``spec + term``, in place when the result's type is ``spec``'s."""
+    if np.iscomplexobj(term) and not np.iscomplexobj(spec):
+        return spec + term
+    spec += term
+    return spec
+
+
+def _render_wrapped(comps, positions, psfs, stamp_size, pixel_scale, n, m, dk):
+    """Undersampled path: products on an m-times larger k grid, folded, complex iFFT.
+
+    ``comps``: ``[(profiles (K,), flux (K, C)), ...]`` as in :func:`render_galaxies`.
+    """
     size = m * n
     kk = 2.0 * np.pi * np.fft.fftfreq(size, d=pixel_scale / m)  # spacing dk, up to m x Nyquist
     pix = np.sinc(kk * pixel_scale / (2 * np.pi))
@@ -219,13 +285,13 @@ def _render_wrapped(bulges, disks, flux_bulge, flux_disk, positions, psfs,
     shift = (np.asarray(positions, dtype=float) - c0) * pixel_scale
     psf_k = [np.fft.ifftshift(p.drawKImage(nx=size, ny=size, scale=dk).array.real) * pix2 for p in psfs]
     idx = (np.arange(stamp_size) - c0) % n
-    out = np.empty((len(bulges), len(psfs), stamp_size, stamp_size))
-    for g, (b, d) in enumerate(zip(bulges, disks)):
-        kb = _k_image(b, size, dk, half=False)
-        kd = _k_image(d, size, dk, half=False)
+    n_gal = len(comps[0][0])
+    out = np.empty((n_gal, len(psfs), stamp_size, stamp_size))
+    for g in range(n_gal):
+        ks = [(_k_image(profiles[g], size, dk, half=False), flux) for profiles, flux in comps]
         phase = np.exp(-1j * kk[:, None] * shift[g, 1]) * np.exp(-1j * kk[None, :] * shift[g, 0])
         for c, tk in enumerate(psf_k):
-            spec = (flux_bulge[g, c] * kb + flux_disk[g, c] * kd) * tk * phase
+            spec = sum(flux[g, c] * k for k, flux in ks) * tk * phase
             folded = spec.reshape(m, n, m, n).sum(axis=(0, 2))
             out[g, c] = np.fft.ifft2(folded).real[idx[:, None], idx[None, :]]
     return out
@@ -249,14 +315,8 @@ def _devaucouleurs_table() -> tuple[np.ndarray, np.ndarray]:
     return lk2, vals
 
 
-def component_k(hlr_bulge, hlr_disk, e1, e2, kx, ky) -> tuple[np.ndarray, np.ndarray]:
-    """Unit-flux k-space profiles (G, len(ky), len(kx)) of sheared bulges and disks.
-
-    The sheared profile's transform at ``k`` is the round one's at ``|A k|``, with
-    ``A = [[1 + e1, e2], [e2, 1 - e1]] / sqrt(1 - e^2)`` GalSim's shear matrix;
-    exponential disks are analytic, ``(1 + (k r_s)^2)^-1.5``, de Vaucouleurs bulges
-    interpolated in a table of GalSim's own profile. ``kx``, ``ky`` in rad / arcsec.
-    """
+def _sheared_k2(e1, e2, kx, ky) -> np.ndarray:
+    """``|A k|^2`` (G, len(ky), len(kx)) for GalSim's shear matrix A of each (e1, e2)."""
     e1 = np.asarray(e1, float)[:, None, None]
     e2 = np.asarray(e2, float)[:, None, None]
     f = 1.0 / np.sqrt(1.0 - e1**2 - e2**2)
@@ -264,13 +324,28 @@ def component_k(hlr_bulge, hlr_disk, e1, e2, kx, ky) -> tuple[np.ndarray, np.nda
     ky = np.asarray(ky)[None, :, None]
     qx = f * ((1 + e1) * kx + e2 * ky)
     qy = f * (e2 * kx + (1 - e1) * ky)
-    k2 = qx * qx + qy * qy
+    return qx * qx + qy * qy
+
+
+def component_k(hlr_bulge, hlr_disk, e1, e2, kx, ky, *, e1_bulge=None,
+                e2_bulge=None) -> tuple[np.ndarray, np.ndarray]:
+    """Unit-flux k-space profiles (G, len(ky), len(kx)) of sheared bulges and disks.
+
+    The sheared profile's transform at ``k`` is the round one's at ``|A k|``, with
+    ``A = [[1 + e1, e2], [e2, 1 - e1]] / sqrt(1 - e^2)`` GalSim's shear matrix;
+    exponential disks are analytic, ``(1 + (k r_s)^2)^-1.5``, de Vaucouleurs bulges
+    interpolated in a table of GalSim's own profile (a zero radius gives 1: a
+    point source, how stars are drawn here). ``kx``, ``ky`` in rad / arcsec; the
+    bulge has its own ``e1_bulge, e2_bulge`` when given (default the disk's).
+    """
+    k2 = _sheared_k2(e1, e2, kx, ky)
+    k2_bulge = k2 if e1_bulge is None else _sheared_k2(e1_bulge, e2_bulge, kx, ky)
     rs = _EXP_SCALE_PER_HLR * np.asarray(hlr_disk, float)[:, None, None]
     x = 1.0 + k2 * rs**2
     disk = 1.0 / (x * np.sqrt(x))
     lk2, vals = _devaucouleurs_table()
     hb2 = np.asarray(hlr_bulge, float)[:, None, None] ** 2
-    bulge = np.interp(np.log(np.maximum(k2 * hb2, np.exp(lk2[0]))), lk2, vals, right=0.0)
+    bulge = np.interp(np.log(np.maximum(k2_bulge * hb2, np.exp(lk2[0]))), lk2, vals, right=0.0)
     return bulge, disk
 
 
@@ -293,6 +368,8 @@ def render_sum(
     ``fft_size`` pixels centred on the stamp) but the galaxies' spectra are
     summed before the inverse FFT and evaluated with numpy, not GalSim.
     Undersampled PSFs (wrap factor > 1) fall back to ``render_galaxies``.
+    Stars (zero radii) are point sources; bulges keep their own shear and offset;
+    knots are not drawn here (callers add the knots' flux to the disk's).
 
     Parameters
     ----------
@@ -312,7 +389,7 @@ def render_sum(
     if n_gal == 0:
         return np.zeros((len(psfs), stamp_size, stamp_size))
     if wrap_factor(psfs, pixel_scale) > 1:
-        bulges, disks = component_profiles(galaxies.hlr_bulge, galaxies.hlr_disk, galaxies.e1, galaxies.e2)
+        bulges, disks, _ = source_profiles(galaxies)
         return render_galaxies(bulges=bulges, disks=disks, flux_bulge=flux_bulge, flux_disk=flux_disk,
                                positions=positions, psfs=psfs, stamp_size=stamp_size,
                                pixel_scale=pixel_scale, fft_size=fft_size).sum(axis=0)
@@ -325,12 +402,16 @@ def render_sum(
     acc = np.zeros((n_band, n * (n // 2 + 1)), dtype=np.complex64)
     for a in range(0, n_gal, chunk):
         s = slice(a, min(a + chunk, n_gal))
-        kb, kd = component_k(galaxies.hlr_bulge[s], galaxies.hlr_disk[s], galaxies.e1[s], galaxies.e2[s], kx, ky)
+        g_s = galaxies.take(np.arange(n_gal)[s])
+        kb, kd = component_k(g_s.hlr_bulge, g_s.hlr_disk, g_s.e1, g_s.e2, kx, ky,
+                             e1_bulge=g_s.e1_bulge, e2_bulge=g_s.e2_bulge)
         phase = (np.exp(-1j * ky[None, :, None] * shift[s, 1, None, None]).astype(np.complex64)
                  * np.exp(-1j * kx[None, None, :] * shift[s, 0, None, None]).astype(np.complex64))
+        bulge_phase = phase * (np.exp(-1j * ky[None, :, None] * g_s.bulge_dy[:, None, None]).astype(np.complex64)
+                               * np.exp(-1j * kx[None, None, :] * g_s.bulge_dx[:, None, None]).astype(np.complex64))
         g = kb.shape[0]
         # complex x complex matmul: numpy's BLAS path (a real left operand is not)
-        acc += np.asarray(flux_bulge[s], np.complex64).T @ (kb.astype(np.float32) * phase).reshape(g, -1)
+        acc += np.asarray(flux_bulge[s], np.complex64).T @ (kb.astype(np.float32) * bulge_phase).reshape(g, -1)
         acc += np.asarray(flux_disk[s], np.complex64).T @ (kd.astype(np.float32) * phase).reshape(g, -1)
     spec = acc.reshape(n_band, n, n // 2 + 1) * psf_transfer(tuple(psfs), n, pixel_scale).astype(np.float32)
     img = np.fft.irfft2(spec, s=(n, n), axes=(-2, -1))

@@ -26,14 +26,14 @@ import numpy as np
 
 from deblendkit.config import SimConfig
 from deblendkit.errors import ConfigError
-from deblendkit.sim.population import Galaxies
-from deblendkit.sim.seds import band_flux_ratios, colour_table
+from deblendkit.sim.population import STAR, Galaxies
+from deblendkit.sim.seds import KNOT_SED, band_flux_ratios, colour_table, star_colour_table, star_flux_ratios
 from deblendkit.sim.survey import get_survey
 
 __all__ = [
     "BlendSample", "SPLIT_CODES", "BLENDED_CONTAMINATION", "FOOTPRINT_NSIGMA", "split_code",
     "blend_rng", "band_fluxes", "add_noise", "blendedness", "contamination", "contamination_band",
-    "truth_table", "TRUTH_COLUMNS",
+    "truth_table", "TRUTH_COLUMNS", "STRUCTURE_COLUMNS",
 ]
 
 #: Stream of each split in the seed sequence (train and test never share a blend).
@@ -51,7 +51,12 @@ TRUTH_COLUMNS: tuple[tuple[str, str], ...] = (
     ("hlr_disk", "f8"), ("hlr_bulge", "f8"), ("e1", "f8"), ("e2", "f8"), ("bulge_fraction", "f8"),
     ("redshift", "f8"), ("sed_bulge", "i2"), ("sed_disk", "i2"), ("blendedness", "f8"), ("snr", "f8"),
     ("labelled", "i1"), ("contamination", "f8"),
+    ("kind", "i1"), ("knot_fraction", "f8"), ("n_knots", "i2"), ("knot_seed", "i8"), ("e1_bulge", "f8"),
+    ("e2_bulge", "f8"), ("bulge_dx", "f8"), ("bulge_dy", "f8"), ("locus", "f8"),
 )
+#: Source-structure columns copied from :class:`~deblendkit.sim.population.Galaxies`.
+STRUCTURE_COLUMNS = ("kind", "knot_fraction", "n_knots", "knot_seed", "e1_bulge", "e2_bulge", "bulge_dx", "bulge_dy",
+                     "locus")
 
 
 @dataclass(frozen=True)
@@ -92,14 +97,32 @@ def blend_rng(seed: int, split: str, index: int) -> np.random.Generator:
     return np.random.default_rng(ss)
 
 
-def band_fluxes(config: SimConfig, gals: Galaxies, bands: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Bulge and disk fluxes (n, C), ADU, from the magnitude-band magnitudes and the SED colours."""
+def band_fluxes(config: SimConfig, gals: Galaxies,
+                bands: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Bulge, disk and knot fluxes (n, C), ADU, from the magnitude-band magnitudes and the SEDs.
+
+    In the magnitude band a galaxy's flux splits as ``bulge_fraction`` (bulge),
+    ``(1 - bulge_fraction)(1 - knot_fraction)`` (disk) and
+    ``(1 - bulge_fraction) knot_fraction`` (knots, with the :data:`KNOT_SED` template
+    at the galaxy's redshift); a star's flux is all in the bulge slot, with its
+    stellar-locus colours.
+    """
     table = colour_table(config.survey, tuple(bands), config.magnitude_band)
     f_ref = get_survey(config.survey).mag_to_adu(gals.mag, config.magnitude_band,
                                                  exposure_fraction=config.exposure_fraction)
-    fb = (gals.bulge_fraction * f_ref)[:, None] * band_flux_ratios(table, gals.sed_bulge, gals.redshift)
-    fd = ((1 - gals.bulge_fraction) * f_ref)[:, None] * band_flux_ratios(table, gals.sed_disk, gals.redshift)
-    return fb, fd
+    star = gals.kind == STAR
+    gal_sed = np.where(star, 0, gals.sed_bulge), np.where(star, 0, gals.sed_disk)
+    disk = (1 - gals.bulge_fraction) * f_ref
+    fb = (gals.bulge_fraction * f_ref)[:, None] * band_flux_ratios(table, gal_sed[0], gals.redshift)
+    fd = (disk * (1 - gals.knot_fraction))[:, None] * band_flux_ratios(table, gal_sed[1], gals.redshift)
+    fk = (disk * gals.knot_fraction)[:, None] * band_flux_ratios(table, np.full(len(gals), KNOT_SED),
+                                                                   gals.redshift)
+    if np.any(star):
+        stars = star_colour_table(config.survey, tuple(bands), config.magnitude_band)
+        fb[star] = f_ref[star, None] * star_flux_ratios(stars, gals.locus[star])
+        fd[star] = 0.0
+        fk[star] = 0.0
+    return fb, fd, fk
 
 
 def add_noise(config: SimConfig, scene: np.ndarray, rng: np.random.Generator):
@@ -233,6 +256,7 @@ def truth_table(
         bulge_fraction=galaxies.bulge_fraction, redshift=galaxies.redshift,
         sed_bulge=galaxies.sed_bulge.astype(np.int16), sed_disk=galaxies.sed_disk.astype(np.int16),
     )
+    truth.update({name: getattr(galaxies, name) for name in STRUCTURE_COLUMNS})
     for name in ("blendedness", "snr", "labelled", "contamination"):
         truth[name] = per_image[name]
     order = [name.format(band=b) for name, _ in TRUTH_COLUMNS for b in (bands if "{band}" in name else "_")]

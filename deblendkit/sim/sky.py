@@ -98,7 +98,8 @@ def postage_stamps(galaxies: Galaxies, flux_bulge, flux_disk, offsets, transfer,
     """
     ky = 2.0 * np.pi * np.fft.fftfreq(size, d=scale)
     kx = 2.0 * np.pi * np.fft.rfftfreq(size, d=scale)
-    kb, kd = component_k(galaxies.hlr_bulge, galaxies.hlr_disk, galaxies.e1, galaxies.e2, kx, ky)
+    kb, kd = component_k(galaxies.hlr_bulge, galaxies.hlr_disk, galaxies.e1, galaxies.e2, kx, ky,
+                         e1_bulge=galaxies.e1_bulge, e2_bulge=galaxies.e2_bulge)
     shift = np.asarray(offsets, float) * scale
     phase = (np.exp(-1j * ky[None, :, None] * shift[:, 1, None, None])
              * np.exp(-1j * kx[None, None, :] * shift[:, 0, None, None]))
@@ -210,8 +211,8 @@ def simulate_sky(
     gals = sample_population(config, rng, n, mag=mag)
     one = config.replace(bands=(band,), seeing_scatter=0.0)
     psfs, _ = scene_psfs(one, rng)
-    fb, fd = band_fluxes(config, gals, (band,))
-    fb, fd = fb[:, 0], fd[:, 0]
+    fb, fd, fk = band_fluxes(config, gals, (band,))
+    fb, fd = fb[:, 0], fd[:, 0] + fk[:, 0]  # knots drawn smooth, as part of the disk
     sigma = math.sqrt(survey.sky_adu_per_pixel(band, exposure_fraction=config.exposure_fraction) / survey.gain)
 
     inner = np.all((pos >= m - 0.5) & (pos < m + inner_px - 0.5), axis=1)

@@ -32,9 +32,11 @@ __all__ = [
     "truth_dtype",
 ]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """Version of the file layout this kit writes and reads (2: ``contamination`` column;
-version-1 files are refused with a DataFileError asking to regenerate them)."""
+3: the source-structure columns ``kind``, ``knot_fraction``, ``n_knots``, ``knot_seed``, ``e1_bulge``,
+``e2_bulge``, ``bulge_dx``, ``bulge_dy``, ``locus`` of the realistic population;
+older files are refused with a DataFileError asking to regenerate them)."""
 
 KIT_NAME = "deblendkit"
 """Value of the ``kit`` root attribute that marks a file as ours."""
@@ -145,7 +147,9 @@ def truth_dtype(bands: Sequence[str]) -> np.dtype:
         ``stamp_flux_<band>`` (ADU) for every band (float64), ``hlr_disk``,
         ``hlr_bulge`` (arcsec), ``e1``, ``e2``, ``bulge_fraction``, ``redshift``
         (float64), ``sed_bulge``, ``sed_disk`` (int16), ``blendedness``, ``snr``
-        (float64), ``labelled`` (int8) and ``contamination`` (float64). See
-        ``data/README.md``.
+        (float64), ``labelled`` (int8), ``contamination`` (float64), ``kind``
+        (int8: 0 galaxy, 1 star), ``knot_fraction`` (float64), ``n_knots`` (int16), ``knot_seed`` (int64),
+        ``e1_bulge``, ``e2_bulge``, ``bulge_dx``, ``bulge_dy`` (arcsec), ``locus``
+        (float64). See ``data/README.md``.
     """
     return np.dtype(truth_columns(bands))

@@ -14,6 +14,7 @@ import pytest
 
 from deblendkit.cli import validate as validate_cli
 from deblendkit.config import SimConfig
+from deblendkit.report import morphology
 from deblendkit.report import realism as validate
 from deblendkit.sim.modes import simulate_scene
 from deblendkit.sim.population import sample_magnitudes
@@ -163,7 +164,9 @@ def test_cli_on_a_field_file_prints_the_lines_and_writes_the_plots(field_file, t
     rc = validate_cli.main([str(field_file), "--plots", str(tmp_path / "plots")])
     out = capsys.readouterr().out
     statuses = re.findall(r" {2}(PASS|FAIL|INFO) {2}", out)
-    assert len(statuses) == 2 + len(validate.SIZE_BINS) - 1 + 2
+    structure = morphology.structure_checks(field_file)  # asymmetry, star share and colours
+    assert len(statuses) == 2 + len(validate.SIZE_BINS) - 1 + 2 + len(structure)
+    assert all(c.name in out for c in structure)
     assert rc == (1 if "FAIL" in statuses else 0)
     assert "scene draws rejected (< 2 labelled)" in out and "corrected for the >= 2 selection" in out
     for what in ("counts", "size_magnitude", "blendedness", "blend_fraction"):
@@ -198,7 +201,7 @@ def test_cli_refuses_a_schema_1_file(blend_file, tmp_path, capsys):
     with h5py.File(old, "a") as f:
         f.attrs["schema_version"] = 1
     assert validate_cli.main([str(old)]) == 2
-    assert re.search(r"old\.h5 has schema_version 1; this kit reads 2", capsys.readouterr().err)
+    assert re.search(r"old\.h5 has schema_version 1; this kit reads 3", capsys.readouterr().err)
 
 
 # --------------------------------------------------------------------------

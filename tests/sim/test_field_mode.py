@@ -13,7 +13,7 @@ from deblendkit.errors import ConfigError
 from deblendkit.generation.split import generate_split
 from deblendkit.sim import field_mode as field
 from deblendkit.sim.modes import simulate_scene
-from deblendkit.sim.render import component_profiles, render_galaxies
+from deblendkit.sim.render import render_galaxies, source_profiles
 from deblendkit.sim.sample import contamination
 from deblendkit.sim.survey import get_survey
 from deblendkit.storage import read_dataset
@@ -142,9 +142,10 @@ def test_blend_is_labels_plus_unlabelled_light(config, samples):
     p = field.field_scene(config, seed=4, split="train", index=0)
     rest = np.arange(s.n_galaxies, len(p.galaxies))
     g = p.galaxies.take(rest)
-    bulges, disks = component_profiles(g.hlr_bulge, g.hlr_disk, g.e1, g.e2)
+    bulges, disks, _ = source_profiles(g)  # the batch draws their knots' light as part of the disk
     fft = field.field_fft_size(config, float(p.galaxies.hlr_bulge.max()), float(p.galaxies.hlr_disk.max()))
-    light = render_galaxies(bulges=bulges, disks=disks, flux_bulge=p.flux_bulge[rest], flux_disk=p.flux_disk[rest],
+    light = render_galaxies(bulges=bulges, disks=disks, flux_bulge=p.flux_bulge[rest],
+                            flux_disk=p.flux_disk[rest] + p.flux_knots[rest],
                             positions=p.positions[rest], psfs=p.psfs, stamp_size=config.stamp_size,
                             pixel_scale=config.pixel_scale, fft_size=fft).sum(axis=0)
     residual = s.blend - s.isolated.sum(axis=0)

@@ -10,7 +10,7 @@ import pytest
 
 from deblendkit.config import SimConfig
 from deblendkit.sim import seds
-from deblendkit.sim.population import sample_magnitudes, sample_population
+from deblendkit.sim.population import GALAXY, STAR, sample_magnitudes, sample_population
 from deblendkit.sim.survey import bandpass
 
 N_DRAWS = 20000
@@ -18,7 +18,8 @@ N_DRAWS = 20000
 
 @pytest.fixture(scope="module")
 def population():
-    config = SimConfig()
+    """The smooth population: the laws below are its own (the realistic one keeps them, see the end)."""
+    config = SimConfig(population="smooth")
     return config, sample_population(config, np.random.default_rng(12345), N_DRAWS)
 
 
@@ -182,3 +183,73 @@ def test_reference_band_ratio_is_one_and_early_types_are_redder():
     g_minus_i = -2.5 * np.log10(ratios[:, 0])
     # Templates go from early (E) to late (Im): g - i decreases.
     assert np.all(np.diff(g_minus_i) < 0)
+
+
+# --------------------------------------------------------------------------
+# The realistic population: knots, tilted and offset bulges, stars
+# --------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def realistic():
+    config = SimConfig()
+    return config, sample_population(config, np.random.default_rng(12345), N_DRAWS)
+
+
+def test_realistic_galaxies_are_the_smooth_ones_with_structure(population, realistic):
+    """Same generator state: every galaxy keeps the smooth draw (laws above hold), stars replace some."""
+    _, smooth = population
+    _, real = realistic
+    gal = real.kind == GALAXY
+    for name in ("mag", "hlr_disk", "hlr_bulge", "e1", "e2", "bulge_fraction", "redshift", "sed_bulge", "sed_disk"):
+        np.testing.assert_array_equal(getattr(real, name)[gal], getattr(smooth, name)[gal], err_msg=name)
+    assert not smooth.knot_fraction.any() and np.all(smooth.kind == GALAXY)
+    np.testing.assert_array_equal(smooth.e1_bulge, smooth.e1)
+
+
+def test_star_share_and_star_parameters(realistic):
+    config, g = realistic
+    star = g.kind == STAR
+    p = config.star_fraction
+    assert abs(star.mean() - p) < 4 * np.sqrt(p * (1 - p) / len(g))
+    assert np.all(g.hlr_disk[star] == 0) and np.all(g.knot_fraction[star] == 0) and np.all(g.sed_disk[star] == -1)
+    assert np.all((g.locus[star] >= 0) & (g.locus[star] <= 1)) and np.all(g.locus[~star] == -1)
+    lo, hi = config.mag_range
+    assert np.all((g.mag[star] >= lo) & (g.mag[star] <= hi))
+    # Star counts follow their own, flatter slope: a smaller share of stars than of galaxies is faint.
+    faint = lo + 0.8 * (hi - lo)
+    assert np.mean(g.mag[star] > faint) < np.mean(g.mag[~star] > faint)
+
+
+def test_knot_fractions_by_type(realistic):
+    config, g = realistic
+    gal = g.kind == GALAXY
+    disky, bulgy = gal & (g.bulge_fraction < 0.5), gal & (g.bulge_fraction >= 0.5)
+    lo, hi = config.knot_fraction_disk
+    assert np.all((g.knot_fraction[disky] >= lo) & (g.knot_fraction[disky] <= hi))
+    assert np.all(g.knot_fraction[bulgy] <= config.knot_fraction_bulge[1])
+    assert g.knot_fraction[disky].mean() > 3 * g.knot_fraction[bulgy].mean()
+    a, b = config.knot_number_range
+    with_knots = gal & (g.knot_fraction > 0)
+    assert np.all((g.n_knots[with_knots] >= a) & (g.n_knots[with_knots] <= b))
+
+
+def test_bulge_rotation_and_offset_within_their_laws(realistic):
+    config, g = realistic
+    gal = g.kind == GALAXY
+    np.testing.assert_allclose(np.hypot(g.e1_bulge, g.e2_bulge)[gal], np.hypot(g.e1, g.e2)[gal], rtol=1e-12)
+    turn = 0.5 * (np.arctan2(g.e2_bulge, g.e1_bulge) - np.arctan2(g.e2, g.e1))
+    turn = (turn + np.pi / 2) % np.pi - np.pi / 2  # position angles are defined modulo 180 degrees
+    assert np.degrees(np.abs(turn[gal])).max() <= config.bulge_rotation_max + 1e-9
+    assert np.degrees(np.abs(turn[gal])).max() > 0.9 * config.bulge_rotation_max
+    offset = np.hypot(g.bulge_dx, g.bulge_dy)[gal] / g.hlr_disk[gal]
+    assert offset.max() <= config.bulge_offset_max + 1e-12 and offset.mean() > 0.4 * config.bulge_offset_max
+
+
+def test_star_colours_reproduce_the_stellar_locus():
+    """The locus SEDs give back the published g-r and r-i through the LSST bandpasses."""
+    table = seds.star_colour_table("LSST", ("g", "r", "i"), "i")
+    locus = seds.locus_colours()
+    np.testing.assert_allclose(table[:, 0] - table[:, 1], locus[:, 1], atol=0.06)
+    np.testing.assert_allclose(table[:, 1] - table[:, 2], locus[:, 2], atol=0.05)
+    np.testing.assert_allclose((table[:-1, 0] - table[:-1, 1]), locus[:-1, 1], atol=0.015)  # all but the reddest
+    ratio = seds.star_flux_ratios(table, np.array([0.0, 1.0]))
+    np.testing.assert_allclose(ratio, 10 ** (-0.4 * table[[0, -1]]), rtol=1e-12)

@@ -128,6 +128,26 @@ def test_euclid_like_undersampled_psf():
              positions=[(15.37, 16.81), (10.2, 22.9)], psfs=psfs, scale=0.1)
 
 
+def test_stars_and_knots_on_the_folding_path():
+    """Undersampled PSF (power beyond Nyquist): a star and a knotty, offset-bulge galaxy."""
+    psfs = [galsim.Kolmogorov(fwhm=0.45)]
+    assert render.wrap_factor(psfs, 0.2) > 1
+    disk = galsim.Exponential(half_light_radius=0.6).shear(g1=0.2, g2=-0.1)
+    bulge = galsim.DeVaucouleurs(half_light_radius=0.25).shear(g1=-0.1, g2=0.2).shift(0.05, -0.03)
+    knots = galsim.RandomKnots(12, profile=disk, rng=galsim.BaseDeviate(5))
+    positions = [(15.37, 16.81), (10.2, 22.9)]
+    fb, fd, fk = np.array([[2e4], [8e3]]), np.array([[0.0], [2e4]]), np.array([[0.0], [9e3]])
+    images = render.render_galaxies(bulges=[galsim.DeltaFunction(), bulge], disks=[None, disk], knots=[None, knots],
+                                    flux_bulge=fb, flux_disk=fd, flux_knots=fk, positions=positions, psfs=psfs,
+                                    stamp_size=32, pixel_scale=0.2, fft_size=96)
+    objs = [galsim.DeltaFunction(flux=2e4), galsim.Add([bulge * 8e3, disk * 2e4, knots * 9e3])]
+    for g, obj in enumerate(objs):
+        offset = (positions[g][0] - 15.5, positions[g][1] - 15.5)
+        ref = galsim.Convolve(obj, psfs[0], gsparams=GSP).drawImage(nx=32, ny=32, scale=0.2, offset=offset).array
+        assert np.abs(images[g, 0] - ref).max() <= PEAK_TOL * ref.max()
+        assert abs(images[g, 0].sum() - ref.sum()) <= FLUX_TOL * ref.sum()
+
+
 # --------------------------------------------------------------------------
 # Properties of the renderer
 # --------------------------------------------------------------------------
@@ -196,7 +216,7 @@ def _seeing_factor(sample, config):
 
 @pytest.mark.parametrize("index", [0, 1, 2])
 def test_simulated_isolated_images_match_converged_galsim(index):
-    config = SimConfig(stamp_size=32, psf_size=15, edge_margin=6)
+    config = SimConfig(stamp_size=32, psf_size=15, edge_margin=6, population="smooth")
     sample = simulate_blend_mode(config, seed=3, split="train", index=index)
     truth, n = sample.truth, sample.n_galaxies
     # Per-component band fluxes are not stored; they follow from the truth row: the
@@ -218,6 +238,45 @@ def test_simulated_isolated_images_match_converged_galsim(index):
     assert_matches_reference(sample.isolated[:n], hlr_bulge=truth["hlr_bulge"], hlr_disk=truth["hlr_disk"],
                              e1=truth["e1"], e2=truth["e2"], flux_bulge=fb, flux_disk=fd,
                              positions=positions, psfs=psfs, size=config.stamp_size, scale=config.pixel_scale)
+
+
+def realistic_reference(sample, params, k, c, psf, size, scale):
+    """Converged GalSim rendering of source ``k`` of a realistic blend in band ``c``, from its truth row."""
+    t = {name: sample.truth[name][k] for name in sample.truth}
+    if t["kind"] == 1:
+        obj = galsim.DeltaFunction(flux=float(params.flux_bulge[k, c]))
+    else:
+        bulge = galsim.DeVaucouleurs(half_light_radius=float(t["hlr_bulge"]))
+        bulge = bulge.shear(g1=float(t["e1_bulge"]), g2=float(t["e2_bulge"])).shift(float(t["bulge_dx"]),
+                                                                                   float(t["bulge_dy"]))
+        disk = galsim.Exponential(half_light_radius=float(t["hlr_disk"])).shear(g1=float(t["e1"]), g2=float(t["e2"]))
+        parts = [bulge * float(params.flux_bulge[k, c]), disk * float(params.flux_disk[k, c])]
+        if t["n_knots"] > 0:
+            knots = galsim.RandomKnots(int(t["n_knots"]), profile=disk, rng=galsim.BaseDeviate(int(t["knot_seed"])))
+            parts.append(knots * float(params.flux_knots[k, c]))
+        obj = galsim.Add(parts)
+    offset = (t["x"] - (size - 1) / 2, t["y"] - (size - 1) / 2)
+    return galsim.Convolve(obj, psf, gsparams=GSP).drawImage(nx=size, ny=size, scale=scale, offset=offset).array
+
+
+@pytest.mark.parametrize("index", [0, 5])
+def test_realistic_sources_match_converged_galsim(index):
+    """Knots (own SED), tilted and offset bulges and stars, rebuilt from the truth table alone."""
+    config = SimConfig(stamp_size=32, psf_size=15, edge_margin=6, star_fraction=0.4, bands=("g", "r", "i"))
+    sample = simulate_blend_mode(config, seed=4, split="train", index=index)
+    params = scene_parameters(config, seed=4, split="train", index=index)
+    kinds = sample.truth["kind"]
+    assert (kinds == 1).any() and (sample.truth["n_knots"][kinds == 0] > 0).any()
+    # The knots' own (bluer) SED: their share of the light falls from g to i.
+    knotty = np.flatnonzero(sample.truth["n_knots"] > 0)
+    share = params.flux_knots[knotty] / params.flux[knotty]
+    assert np.all(share[:, 0] > share[:, 2])
+    for k in range(sample.n_galaxies):
+        for c, psf in enumerate(params.psfs):
+            ref = realistic_reference(sample, params, k, c, psf, config.stamp_size, config.pixel_scale)
+            ours = sample.isolated[k, c].astype(np.float64)
+            assert np.abs(ours - ref).max() <= PEAK_TOL * ref.max(), (k, c)
+            assert abs(ours.sum() - ref.sum()) <= FLUX_TOL * ref.sum(), (k, c)
 
 
 @pytest.mark.parametrize("fwhm", [0.6, 0.81, 1.1])
@@ -261,13 +320,14 @@ def test_component_profiles_match_galsim_k_images():
 
 def test_render_sum_equals_the_sum_of_render_galaxies(field_config):
     rng = np.random.default_rng(7)
-    g = sample_population(field_config, rng, 9, mag=rng.uniform(22, 27, 9))
+    g = sample_population(field_config.replace(star_fraction=0.3), rng, 9, mag=rng.uniform(22, 27, 9))
     fb = rng.uniform(1e3, 1e5, (9, 3)) * g.bulge_fraction[:, None]
     fd = rng.uniform(1e3, 1e5, (9, 3)) * (1 - g.bulge_fraction[:, None])
     pos = rng.uniform(-20, 67, (9, 2))  # in the stamp and in the margin
     psfs = [galsim.Kolmogorov(fwhm=f) for f in (0.9, 0.8, 0.75)]
     kw = dict(positions=pos, psfs=psfs, stamp_size=48, pixel_scale=0.2, fft_size=150)
-    bulges, disks = render.component_profiles(g.hlr_bulge, g.hlr_disk, g.e1, g.e2)
+    assert (g.kind == 1).any() and (g.bulge_dx != 0).any()  # stars, offset and tilted bulges in the batch
+    bulges, disks, _ = render.source_profiles(g)  # render_sum draws no knots: their light goes to the disk
     ref = render.render_galaxies(bulges=bulges, disks=disks, flux_bulge=fb, flux_disk=fd, **kw).sum(axis=0)
     got = render.render_sum(galaxies=g, flux_bulge=fb, flux_disk=fd, chunk=4, **kw)
     assert got.shape == (3, 48, 48)

@@ -107,14 +107,18 @@ def test_contamination_band_is_r_else_the_magnitude_band_else_the_last():
     assert contamination_band(SimConfig(survey="Euclid_VIS")) == "IE"
 
 
-def test_band_fluxes_split_the_magnitude_band_flux_between_bulge_and_disk():
-    config = SimConfig(bands=("g", "i"))
+def test_band_fluxes_split_the_magnitude_band_flux_between_bulge_disk_and_knots():
+    config = SimConfig(bands=("g", "i"), star_fraction=0.3)
     rng = np.random.default_rng(3)
-    gals = sample_population(config, rng, 20)
-    fb, fd = band_fluxes(config, gals, config.simulated_bands)
+    gals = sample_population(config, rng, 40)
+    fb, fd, fk = band_fluxes(config, gals, config.simulated_bands)
     f_ref = get_survey(config.survey).mag_to_adu(gals.mag, "i")
-    np.testing.assert_allclose(fb[:, 1] + fd[:, 1], f_ref, rtol=1e-6)  # colour 0 in the magnitude band
+    np.testing.assert_allclose(fb[:, 1] + fd[:, 1] + fk[:, 1], f_ref, rtol=1e-6)  # colour 0 in the magnitude band
     np.testing.assert_allclose(fb[:, 1], gals.bulge_fraction * f_ref, rtol=1e-6)
+    disk = (1 - gals.bulge_fraction) * f_ref
+    np.testing.assert_allclose(fk[:, 1], gals.knot_fraction * disk, rtol=1e-6, atol=1e-9)
+    star = gals.kind == 1
+    assert star.any() and not fd[star].any() and not fk[star].any()
 
 
 @pytest.mark.parametrize("mode", ["blend", "field"])

@@ -24,7 +24,7 @@ def config():
 def test_postage_stamps_match_galsim_draw_image(config):
     """Each galaxy in a stamp of the size the big field gives it (wrap-around negligible)."""
     rng = np.random.default_rng(11)
-    g = sample_population(config, rng, 4, mag=np.array([21.0, 23.0, 24.5, 26.0]))
+    g = sample_population(config.replace(population="smooth"), rng, 4, mag=np.array([21.0, 23.0, 24.5, 26.0]))
     psf = galsim.Kolmogorov(fwhm=0.8)
     sizes = postage_size(g.hlr_bulge, g.hlr_disk, 0.2)
     off = rng.uniform(-0.5, 0.5, (4, 2))

@@ -27,12 +27,13 @@ def test_truth_dtype_columns_and_types():
         ["blend_index", "slot", "x", "y", "flux_g", "flux_r", "mag_g", "mag_r"]
         + ["stamp_flux_g", "stamp_flux_r", "hlr_disk", "hlr_bulge", "e1", "e2"]
         + ["bulge_fraction", "redshift", "sed_bulge", "sed_disk", "blendedness", "snr", "labelled"]
-        + ["contamination"]
+        + ["contamination", "kind", "knot_fraction", "n_knots", "knot_seed", "e1_bulge", "e2_bulge"]
+        + ["bulge_dx", "bulge_dy", "locus"]
     )
     assert list(dt.names) == expected
     assert dt["blend_index"] == np.int64
     assert dt["slot"] == dt["sed_bulge"] == dt["sed_disk"] == np.int16
-    assert dt["labelled"] == np.int8
+    assert dt["labelled"] == dt["kind"] == np.int8 and dt["n_knots"] == np.int16 and dt["knot_seed"] == np.int64
     assert all(dt[c] == np.float64 for c in ("x", "y", "flux_g", "mag_r", "stamp_flux_g", "snr"))
 
 
