@@ -31,21 +31,49 @@ A sample is *valid* (predicted) unless all its values are NaN. A sample with
 only some NaN values is valid and fails scoring with a
 :class:`~deblendkit.errors.PredictionError` naming it, instead of being
 averaged away as ``nanmean`` would.
+
+File-backed mode (out of core, ``DEBLEND_OUT_OF_CORE=1``)
+---------------------------------------------------------
+rampwf 0.7 keeps every fold's predictions of the validation and test sets
+until the end of ``ramp-test`` (CV bagging) and builds the ground truth of
+every step with ``Predictions(y_true=y, fold_is=...)``. With a training set of
+20,000 blends that is 6.6 GB per copy. So when the workflow
+(:mod:`deblendkit.ramp.workflow`) runs out of core, ``y_pred`` is not an
+ndarray but a :class:`~deblendkit.ramp.rows.PredictionRows`: a read-only, array-like view
+(``shape``, ``len``, ``rows[i]``, ``rows[idx]``, ``np.asarray(rows)``) of
+
+* :class:`~deblendkit.ramp.rows.RowStore` scratch files holding only the rows that were predicted
+  (each an unnamed file, ``O_TMPFILE``, in :func:`~deblendkit.ramp.rows.scratch_dir`: it has no name
+  to clean up, and the kernel frees it when the store is collected or the
+  process ends, even by SIGKILL);
+* the labels in the data file (``Predictions(y_true=LazyRows)``), read only
+  for the rows scored, when they are scored (``labels read per fold``).
+
+``fold_is``, ``set_slice``, ``set_valid_in_train`` and ``combine`` build new
+views (index arrays, 12 bytes per sample) and copy no image; ``combine``'s
+average is computed row by row when rows are read, with the same float32
+operations as the in-memory path, so the scores are identical bit for bit.
+:meth:`DeblendPredictions.scored_batches` yields (truth, prediction) pairs of
+the valid rows in batches of :data:`SCORE_BATCH_BLENDS`; a score type that
+uses it scores any number of blends in the memory of one batch.
 """
 from __future__ import annotations
 
 import mmap
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 from rampwf.prediction_types.base import BasePrediction
 
 from deblendkit.errors import ConfigError, PredictionError
+from deblendkit.ramp.rows import PredictionRows, _as_rows, _divide_by_count, _Gather, _Mean, _runs
 from deblendkit.scoring.checks import as_image_array, check_finite
 
-__all__ = ["DeblendPredictions", "make_predictions_type", "check_predictions"]
+__all__ = ["DeblendPredictions", "make_predictions_type", "check_predictions", "SCORE_BATCH_BLENDS"]
 
-
+#: Blends per (truth, prediction) batch of :meth:`DeblendPredictions.scored_batches`
+#: (the batch of :func:`deblendkit.scoring.table.galaxy_table`, so tables are the same).
+SCORE_BATCH_BLENDS = 256
 
 
 def check_predictions(
@@ -107,31 +135,6 @@ def _lazy_zeros(shape: tuple[int, ...]) -> np.ndarray:
     return np.frombuffer(mmap.mmap(-1, nbytes), dtype=np.float32).reshape(shape)
 
 
-def _runs(rows: np.ndarray):
-    """(start, stop) of the runs of consecutive values in sorted unique ``rows``."""
-    if len(rows) == 0:
-        return []
-    breaks = np.flatnonzero(np.diff(rows) != 1) + 1
-    starts = rows[np.r_[0, breaks]]
-    stops = rows[np.r_[breaks - 1, len(rows) - 1]] + 1
-    return zip(starts.tolist(), stops.tolist())
-
-
-def _divide_by_count(total: np.ndarray, count: np.ndarray) -> None:
-    """In place: rows with count c > 1 divided by c, rows with count 0 set to NaN."""
-    for c in np.unique(count):
-        if c == 1:
-            continue
-        if c > 0 and (count == c).all():  # the usual case: one pass over everything
-            total /= np.float32(c)
-            return
-        for a, b in _runs(np.flatnonzero(count == c)):
-            if c == 0:
-                total[a:b] = np.nan
-            else:
-                total[a:b] /= np.float32(c)
-
-
 class DeblendPredictions(BasePrediction):
     """Base of the classes made by :func:`make_predictions_type`.
 
@@ -161,7 +164,18 @@ class DeblendPredictions(BasePrediction):
                 "make_predictions_type(max_galaxies=..., n_bands=..., stamp_size=...)"
             )
         source = y_pred if y_pred is not None else y_true
-        if source is not None:
+        self._empty = False
+        rows = _as_rows(source)
+        if rows is not None:  # file-backed (module doc)
+            if tuple(rows.sample_shape) != self.sample_shape:
+                raise PredictionError(
+                    f"file-backed rows of shape {rows.shape}; expected (*, {', '.join(map(str, self.sample_shape))})"
+                    " = (n_blends, max_galaxies, n_bands, H, W)"
+                )
+            if fold_is is not None:
+                rows = rows.take(np.arange(rows.n, dtype=np.int64)[fold_is])
+            self._set_rows(rows)
+        elif source is not None:
             name = "predictions" if y_pred is not None else "ground truth"
             arr = as_image_array(source, name=name, expected_shape=(None, *self.sample_shape))
             owned = False
@@ -179,6 +193,7 @@ class DeblendPredictions(BasePrediction):
                 raise PredictionError(f"n_samples must be >= 0, got {n_samples!r}")
             # Lazily mapped zero pages: no memory is used until rows are written.
             self._set(_lazy_zeros((n, *self.sample_shape)), np.zeros(n, bool), owned=True)
+            self._empty = True  # becomes file-backed if file-backed rows are set first
         else:
             raise PredictionError("Missing init argument: y_pred, y_true, or n_samples")
 
@@ -197,6 +212,24 @@ class DeblendPredictions(BasePrediction):
         self._valid = valid
         self._valid_for = y
         self._owned = owned
+        self._rows = None
+
+    def _set_rows(self, rows: PredictionRows) -> None:
+        self.y_pred = rows
+        self._rows = rows
+        self._valid = self._valid_for = None
+        self._owned = False
+        self._empty = False
+
+    @property
+    def is_file_backed(self) -> bool:
+        """True when ``y_pred`` is a :class:`~deblendkit.ramp.rows.PredictionRows` (file-backed, module doc)."""
+        return getattr(self, "_rows", None) is not None and self.y_pred is self._rows
+
+    def _densify(self) -> None:
+        """Turn file-backed rows into an in-memory array (mixing with in-memory predictions)."""
+        rows = self._rows
+        self._set(np.asarray(rows), rows.valid.copy(), owned=True)
 
     @property
     def valid_indexes(self) -> np.ndarray:
@@ -206,6 +239,8 @@ class DeblendPredictions(BasePrediction):
         ``set_valid_in_train`` become valid; for arrays given to the
         constructor, a sample is valid unless all its values are NaN.
         """
+        if self.is_file_backed:
+            return self._rows.valid
         if self._valid is None or self._valid_for is not self.y_pred:
             # y_pred was given, or reassigned from outside: derive from NaN.
             self._valid = _valid_rows(self.y_pred)
@@ -214,12 +249,27 @@ class DeblendPredictions(BasePrediction):
 
     def set_valid_in_train(self, predictions, test_is) -> None:
         """Write ``predictions`` (one fold's valid predictions) into rows ``test_is``."""
+        test_is = np.arange(len(self.y_pred), dtype=np.int64)[test_is]
+        if predictions.is_file_backed and (self._empty or self.is_file_backed):
+            if self._empty:
+                n = len(self.y_pred)
+                base = _Gather(self.sample_shape, (), np.full(n, -1, np.int32), np.zeros(n, np.int64))
+            elif isinstance(self._rows, _Gather):
+                base = self._rows
+            else:
+                base = _Gather(self.sample_shape, (self._rows,), np.where(self._rows.valid, 0, -1),
+                               np.arange(self._rows.n))
+            self._set_rows(base.patched(test_is, predictions._rows))
+            return
+        if self.is_file_backed:
+            self._densify()
+        self._empty = False
         valid = self.valid_indexes
         if not self._owned:  # copy-on-write: the array is shared
             self.y_pred = self.y_pred.copy()
             valid = valid.copy()
             self._owned = True
-        self.y_pred[test_is] = predictions.y_pred
+        self.y_pred[test_is] = np.asarray(predictions.y_pred)
         valid[test_is] = predictions.valid_indexes
         self._valid, self._valid_for = valid, self.y_pred
 
@@ -231,11 +281,15 @@ class DeblendPredictions(BasePrediction):
         mask = np.asarray(valid_indexes)
         if mask.dtype == bool and mask.shape == (len(self.y_pred),) and mask.all():
             return
+        if self.is_file_backed:
+            self._set_rows(self._rows.take(np.arange(self._rows.n, dtype=np.int64)[valid_indexes]))
+            return
         valid = self.valid_indexes[valid_indexes]
         self._set(self.y_pred[valid_indexes], valid, owned=True)
 
     def __deepcopy__(self, memo):
-        # Share the (large) arrays; both sides copy before writing in place.
+        # Share the (large) arrays; both sides copy before writing in place
+        # (file-backed rows are never written: new views replace them).
         new = type(self).__new__(type(self))
         new.__dict__.update(self.__dict__)
         self._owned = new._owned = False
@@ -277,21 +331,52 @@ class DeblendPredictions(BasePrediction):
                     f"cannot combine predictions of shapes {shape} and {m.y_pred.shape}; "
                     "expected the same number of blends"
                 )
+        if all(m.is_file_backed for m in members):  # a view, averaged when rows are read
+            out = cls.__new__(cls)
+            out._set_rows(_Mean([m._rows for m in members]))
+            return out
         total = np.zeros(shape, np.float32)
         count = np.zeros(shape[0], np.int64)
         for m in members:
             valid = m.valid_indexes
+            y = np.asarray(m.y_pred)  # file-backed members mixed with in-memory ones: read
             if valid.all():
-                np.add(total, m.y_pred, out=total)
+                np.add(total, y, out=total)
             else:  # runs of rows as slices: no gathered temporaries
-                y = m.y_pred
                 for a, b in _runs(np.flatnonzero(valid)):
                     np.add(total[a:b], y[a:b], out=total[a:b])
             count += valid
         _divide_by_count(total, count)
         out = cls.__new__(cls)
         out._set(total, count > 0, owned=True)
+        out._empty = False
         return out
+
+    # -- scoring in batches -------------------------------------------------------
+    def scored_batches(self, ground_truths, batch_size: int = SCORE_BATCH_BLENDS) -> Iterator[tuple]:
+        """(truth, prediction) ndarrays of this object's valid samples, ``batch_size`` at a time.
+
+        The same rows, in the same order, as ``y_true[valid], y_pred[valid]`` of
+        the whole set, read one batch at a time (from the scratch files and the
+        data file when file-backed). Yields one empty pair when no sample is valid.
+
+        Parameters
+        ----------
+        ground_truths : DeblendPredictions
+            The truth of the same samples (``Predictions(y_true=...)``).
+        batch_size : int
+            Blends per batch.
+        """
+        if len(ground_truths.y_pred) != len(self.y_pred):
+            raise PredictionError(f"ground truth of {len(ground_truths.y_pred)} blends for predictions of "
+                                  f"{len(self.y_pred)} blends; expected the same blends")
+        rows = np.flatnonzero(np.asarray(self.valid_indexes))
+        for start in range(0, max(len(rows), 1), int(batch_size)):
+            r = rows[start:start + int(batch_size)]
+            yield ground_truths._read(r), self._read(r)
+
+    def _read(self, rows: np.ndarray) -> np.ndarray:
+        return self._rows.read(rows) if self.is_file_backed else np.asarray(self.y_pred[rows])
 
 
 def make_predictions_type(*, max_galaxies: int, n_bands: int, stamp_size: int) -> type:

@@ -58,6 +58,14 @@ predicts the fold's validation blends and a fixed subsample of at most
 :data:`TRAIN_SCORE_BLENDS` training blends (NaN rows elsewhere, which the
 score types skip). Set the environment variable ``DEBLEND_TRAIN_SCORE_BLENDS``
 to change it (``all`` for every blend).
+
+Out of core (``DEBLEND_OUT_OF_CORE=1``, see :mod:`deblendkit.ramp.problem`),
+:meth:`DeblenderWorkflow.test_submission` predicts :data:`PREDICT_BATCH_BLENDS`
+blends at a time (the time budget still bounds the whole step) and writes each
+batch to a scratch file: it returns file-backed
+:class:`~deblendkit.ramp.rows.PredictionRows` holding only the rows predicted,
+not an array of the whole set (see :mod:`deblendkit.ramp.prediction`), so
+memory does not grow with the training set.
 """
 from __future__ import annotations
 
@@ -74,14 +82,20 @@ from rampwf.utils.importing import import_module_from_source
 
 from deblendkit.errors import ConfigError, DeblendKitError, PredictionError, SubmissionError
 from deblendkit.ramp.prediction import check_predictions
+from deblendkit.ramp.problem import out_of_core
+from deblendkit.ramp.rows import RowStore, scattered_rows, stored_rows
 
-__all__ = ["DeblenderWorkflow", "TRAIN_SCORE_BLENDS", "NEGATIVE_FLUX_SIGMA", "train_score_rows",
-           "time_budget_from_env", "step_time_budget", "check_flux"]
+__all__ = ["DeblenderWorkflow", "TRAIN_SCORE_BLENDS", "NEGATIVE_FLUX_SIGMA", "PREDICT_BATCH_BLENDS",
+           "train_score_rows", "time_budget_from_env", "step_time_budget", "check_flux"]
 
 log = logging.getLogger(__name__)
 
 #: Training blends predicted per fold for the "train" score (see module doc).
 TRAIN_SCORE_BLENDS = 128
+
+#: Blends per ``predict`` call out of core (module doc): 256 x 331 kB = 85 MB of
+#: predictions at the default shape (6 slots, 6 bands, 48 x 48).
+PREDICT_BATCH_BLENDS = 256
 
 #: A filled slot whose total flux in a band is below -NEGATIVE_FLUX_SIGMA x
 #: (noise of the stamp sum) is refused (see module doc).
@@ -344,8 +358,12 @@ class DeblenderWorkflow:
 
         Returns
         -------
-        ndarray (n, K, C, H, W) float32; rows not predicted are NaN.
+        ndarray (n, K, C, H, W) float32; rows not predicted are NaN. Out of core
+        (module doc), file-backed PredictionRows of that shape instead.
         """
+        if out_of_core():
+            rows = np.arange(len(X)) if fold is None else train_score_rows(*fold, _n_train_score())
+            return self._predict_to_scratch(trained_model, X, rows)
         if fold is None:
             return self.predict(trained_model, X)
         train_is, valid_is = fold
@@ -357,8 +375,27 @@ class DeblenderWorkflow:
         out[rows] = part
         return out
 
-    def predict(self, trained_model, X) -> np.ndarray:
+    def _predict_to_scratch(self, trained_model, X, rows: np.ndarray):
+        """Predict ``X[rows]`` batch by batch into a scratch file; the rows among ``len(X)`` samples."""
+        store = RowStore((X.max_galaxies, X.n_bands, X.stamp_size, X.stamp_size))
+        budget = self._budget()
+        name = getattr(trained_model, "_deblendkit_name", type(trained_model).__name__)
+        t0 = time.perf_counter()
+        for start in range(0, len(rows), PREDICT_BATCH_BLENDS):
+            left = None if budget is None else budget - (time.perf_counter() - t0)
+            if left is not None and left <= 0:
+                raise _budget_error(name, "predict", budget, time.perf_counter() - t0, len(rows))
+            store.append(self.predict(trained_model, X[rows[start:start + PREDICT_BATCH_BLENDS]],
+                                      budget_s=left))
+        if len(rows) == len(X) and np.array_equal(rows, np.arange(len(X))):
+            return stored_rows(store)
+        return scattered_rows(len(X), rows, store)
+
+    def predict(self, trained_model, X, *, budget_s: float | None = None) -> np.ndarray:
         """Run ``trained_model.predict(X)`` and check its output against the contract.
+
+        ``budget_s`` (seconds) replaces the workflow's time budget for this call
+        when given.
 
         Returns
         -------
@@ -375,7 +412,8 @@ class DeblenderWorkflow:
         expected = (len(X), X.max_galaxies, X.n_bands, X.stamp_size, X.stamp_size)
         want = f"a numpy.ndarray of shape {expected} = (n_blends, max_galaxies, n_bands, H, W), float32"
         try:
-            with step_time_budget(name, "predict", self._budget(), n_blends=len(X)):
+            budget = self._budget() if budget_s is None else budget_s
+            with step_time_budget(name, "predict", budget, n_blends=len(X)):
                 y_pred = trained_model.predict(X)
         except DeblendKitError:
             raise
