@@ -9,6 +9,15 @@ measured in the same run.
 Usage::
 
     python benchmarks/bench_baselines.py [--data data] [--n-test 40] [--n-train 40]
+    python benchmarks/bench_baselines.py --forward-model 200 [--submissions ""]
+
+``--forward-model N`` also times the forward model against its original
+per-blend implementation (``Deblender(reference=True)``, kept in the
+submission for this) on the first N test blends, in the same run: the
+batched fit before and after the reference, the gain measured once on the
+training blends and given to both; prints seconds per blend, the ratio, the
+deblend score and the r-band flux scatter of each, and the largest change of
+a galaxy's score.
 
 (``--data`` must hold ``train.h5`` and ``test.h5``; ``python prepare_data.py``
 makes them.)
@@ -20,7 +29,51 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def compare_forward_model(data: str, n_blends: int, n_gain: int = 200) -> None:
+    """Batched forward model against its per-blend reference on the same blends (see module doc)."""
+    from rampwf.utils.importing import import_module_from_source
+
+    from deblendkit.deblend.blendset import load_split
+    from deblendkit.scoring.metrics import deblend_scores
+    from deblendkit.scoring.table import galaxy_table, summarize
+    from deblendkit.storage import read_dataset
+
+    fm = import_module_from_source(str(ROOT / "submissions" / "forward_model" / "deblender.py"),
+                                   "deblender", sanitize=True)
+    X, y = load_split(os.path.join(data, "train.h5"))
+    gain = fm.Deblender().fit(X[:n_gain], np.asarray(y[:n_gain])).gain_
+    Xt, yt = load_split(os.path.join(data, "test.h5"))
+    Xt, yt = Xt[:n_blends], np.asarray(yt[:n_blends])
+    test = read_dataset(os.path.join(data, "test.h5"), in_memory=False)
+    truth = test.truth[test.truth["blend_index"] < len(Xt)]
+    runs = {}
+    for name in ("batched", "reference", "batched again"):
+        deb = fm.Deblender(reference=name == "reference")
+        deb.gain_ = gain
+        t0 = time.perf_counter()
+        pred = deb.predict(Xt)
+        seconds = (time.perf_counter() - t0) / len(Xt)
+        _, per_galaxy = deblend_scores(yt, pred)
+        summary = summarize(galaxy_table(yt, pred, bands=test.bands, truth=truth), bands=test.bands)
+        runs[name] = (seconds, per_galaxy, summary["flux_scatter_r"])
+        print(f"  {name}: {seconds:.4f} s/blend", flush=True)
+    ref_s, ref_scores, ref_flux = runs["reference"]
+    new_s = min(runs["batched"][0], runs["batched again"][0])
+    _, new_scores, new_flux = runs["batched"]
+    print(f"forward_model on {len(Xt)} test blends ({len(ref_scores)} galaxies), cores: {os.cpu_count()}, "
+          f"load average {os.getloadavg()[0]:.1f}")
+    print(f"{'version':<12} {'s/blend':>9} {'deblend':>8} {'flux scatter r':>15}")
+    print(f"{'reference':<12} {ref_s:9.4f} {ref_scores.mean():8.4f} {ref_flux:15.4f}")
+    print(f"{'batched':<12} {new_s:9.4f} {new_scores.mean():8.4f} {new_flux:15.4f}")
+    diff = np.abs(new_scores - ref_scores)
+    print(f"speed ratio reference / batched: {ref_s / new_s:.2f}; deblend difference "
+          f"{new_scores.mean() - ref_scores.mean():+.4f}; per galaxy |difference| median {np.median(diff):.4f}, "
+          f"95% {np.quantile(diff, 0.95):.4f}, max {diff.max():.4f}")
 
 
 def main() -> None:
@@ -29,7 +82,13 @@ def main() -> None:
     ap.add_argument("--n-train", type=int, default=40)
     ap.add_argument("--n-test", type=int, default=40)
     ap.add_argument("--submissions", default="starting_kit,forward_model,unet,scarlet2")
+    ap.add_argument("--forward-model", type=int, default=0, metavar="N",
+                    help="also compare the batched forward model with its per-blend reference on N test blends")
     args = ap.parse_args()
+    if args.forward_model:
+        compare_forward_model(args.data, args.forward_model)
+    if not args.submissions:
+        return
     os.environ.setdefault("DEBLEND_UNET_MAX_TRAIN_SECONDS", "20")
 
     from deblendkit.deblend.blendset import load_split
