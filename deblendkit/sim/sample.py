@@ -105,21 +105,27 @@ def band_fluxes(config: SimConfig, gals: Galaxies,
     ``(1 - bulge_fraction)(1 - knot_fraction)`` (disk) and
     ``(1 - bulge_fraction) knot_fraction`` (knots, with the :data:`KNOT_SED` template
     at the galaxy's redshift); a star's flux is all in the bulge slot, with its
-    stellar-locus colours.
+    stellar-locus colours. A band's ADU follow from its AB magnitude
+    ``mag + colour`` through that band's zero point and exposure
+    (:meth:`~deblendkit._surveys.Survey.mag_to_adu`), so ``mag_<band>`` in the truth
+    table differs from the magnitude band's by the SED colour.
     """
     table = colour_table(config.survey, tuple(bands), config.magnitude_band)
-    f_ref = get_survey(config.survey).mag_to_adu(gals.mag, config.magnitude_band,
-                                                 exposure_fraction=config.exposure_fraction)
+    survey = get_survey(config.survey)
+    ef = config.exposure_fraction
+    f_ref = survey.mag_to_adu(gals.mag, config.magnitude_band, exposure_fraction=ef)
+    # ADU of one unit of AB flux in each band, relative to the magnitude band (zero points, exposures)
+    per_band = np.array([survey.mag_to_adu(0.0, b, exposure_fraction=ef) for b in bands])
+    f_ref = f_ref[:, None] * (per_band / survey.mag_to_adu(0.0, config.magnitude_band, exposure_fraction=ef))
     star = gals.kind == STAR
     gal_sed = np.where(star, 0, gals.sed_bulge), np.where(star, 0, gals.sed_disk)
-    disk = (1 - gals.bulge_fraction) * f_ref
-    fb = (gals.bulge_fraction * f_ref)[:, None] * band_flux_ratios(table, gal_sed[0], gals.redshift)
-    fd = (disk * (1 - gals.knot_fraction))[:, None] * band_flux_ratios(table, gal_sed[1], gals.redshift)
-    fk = (disk * gals.knot_fraction)[:, None] * band_flux_ratios(table, np.full(len(gals), KNOT_SED),
-                                                                   gals.redshift)
+    disk = (1 - gals.bulge_fraction)[:, None] * f_ref
+    fb = (gals.bulge_fraction[:, None] * f_ref) * band_flux_ratios(table, gal_sed[0], gals.redshift)
+    fd = (disk * (1 - gals.knot_fraction)[:, None]) * band_flux_ratios(table, gal_sed[1], gals.redshift)
+    fk = (disk * gals.knot_fraction[:, None]) * band_flux_ratios(table, np.full(len(gals), KNOT_SED), gals.redshift)
     if np.any(star):
         stars = star_colour_table(config.survey, tuple(bands), config.magnitude_band)
-        fb[star] = f_ref[star, None] * star_flux_ratios(stars, gals.locus[star])
+        fb[star] = f_ref[star] * star_flux_ratios(stars, gals.locus[star])
         fd[star] = 0.0
         fk[star] = 0.0
     return fb, fd, fk

@@ -221,11 +221,15 @@ def test_simulated_isolated_images_match_converged_galsim(index):
     truth, n = sample.truth, sample.n_galaxies
     # Per-component band fluxes are not stored; they follow from the truth row: the
     # reference-band total flux split by bulge_fraction, each part coloured by its SED
-    # template at the galaxy's redshift.
+    # template at the galaxy's redshift, in each band's ADU (zero point and exposure).
     table = seds.colour_table(config.survey, config.simulated_bands, config.magnitude_band)
-    f_ref = truth[f"flux_{config.magnitude_band}"]
-    fb = (truth["bulge_fraction"] * f_ref)[:, None] * seds.band_flux_ratios(table, truth["sed_bulge"], truth["redshift"])
-    fd = ((1 - truth["bulge_fraction"]) * f_ref)[:, None] * seds.band_flux_ratios(table, truth["sed_disk"], truth["redshift"])
+    survey = get_survey(config.survey)
+    adu = np.array([survey.mag_to_adu(0.0, b) for b in config.simulated_bands]) / survey.mag_to_adu(
+        0.0, config.magnitude_band)
+    f_ref = truth[f"flux_{config.magnitude_band}"][:, None] * adu
+    fb = truth["bulge_fraction"][:, None] * f_ref * seds.band_flux_ratios(table, truth["sed_bulge"], truth["redshift"])
+    fd = (1 - truth["bulge_fraction"])[:, None] * f_ref * seds.band_flux_ratios(table, truth["sed_disk"],
+                                                                                truth["redshift"])
     total = np.stack([truth[f"flux_{b}"] for b in config.simulated_bands], axis=1)
     np.testing.assert_allclose(fb + fd, total, rtol=1e-12)  # the rebuild is exact
     factor, median = _seeing_factor(sample, config)

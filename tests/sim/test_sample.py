@@ -22,6 +22,7 @@ from deblendkit.sim.sample import (
     split_code,
     truth_table,
 )
+from deblendkit.sim.seds import band_flux_ratios, colour_table, star_colour_table, star_flux_ratios
 from deblendkit.sim.survey import get_survey
 from deblendkit.storage import truth_dtype
 
@@ -141,3 +142,24 @@ def test_truth_table_magnitudes_follow_from_the_fluxes():
     np.testing.assert_array_equal(truth["blend_index"], [7, 7, 7])
     np.testing.assert_allclose(survey.mag_to_adu(truth["mag_g"][[0, 2]], "g"), flux[[0, 2], 0], rtol=1e-9)
     assert np.isnan(truth["mag_r"][1])  # no flux: no magnitude
+
+
+def test_truth_colours_are_the_sed_colours():
+    """mag_<band> - mag_<magnitude band> of a source is its SED's AB colour, whatever the bands'
+    zero points and exposures (a galaxy's light-weighted mix of bulge, disk and knots; a star's locus)."""
+    config = SimConfig(population="smooth")
+    s = simulate_scene(config, seed=2, split="train", index=0)
+    table = colour_table(config.survey, config.simulated_bands, config.magnitude_band)
+    t = s.truth
+    ref = config.magnitude_band
+    # one template per component: the colour of the flux-weighted mix
+    ratio_b = band_flux_ratios(table, t["sed_bulge"], t["redshift"])
+    ratio_d = band_flux_ratios(table, t["sed_disk"], t["redshift"])
+    expected = -2.5 * np.log10(t["bulge_fraction"][:, None] * ratio_b + (1 - t["bulge_fraction"])[:, None] * ratio_d)
+    got = np.stack([t[f"mag_{b}"] - t[f"mag_{ref}"] for b in config.simulated_bands], axis=1)
+    np.testing.assert_allclose(got, expected, atol=1e-9)
+    stars = simulate_scene(SimConfig(star_fraction=0.95), seed=2, split="train", index=1).truth
+    star = stars["kind"] == 1
+    locus = star_flux_ratios(star_colour_table(config.survey, config.simulated_bands, ref), stars["locus"][star])
+    got = np.stack([stars[f"mag_{b}"][star] - stars[f"mag_{ref}"][star] for b in config.simulated_bands], axis=1)
+    np.testing.assert_allclose(got, -2.5 * np.log10(locus), atol=1e-9)
