@@ -837,7 +837,7 @@ class BatchConstraints:
         n, npix = self.depth.shape
         offset = (np.arange(n) * npix)[:, None]
         self.mirror = (self.mirror_local + offset).ravel()
-        self.flat_inside = self.inside.ravel()
+        self.flat_outside = ~self.inside.ravel()
         parent = (self.parent_local + offset).ravel()
         depth = self.depth.ravel()
         order = np.argsort(depth, kind="stable")
@@ -858,12 +858,20 @@ class BatchConstraints:
         return new
 
     def __call__(self, s: np.ndarray) -> np.ndarray:
-        """Symmetry, monotonicity, positivity of a stack (N, Y, X) (or (n, K, Y, X))."""
+        """Symmetry, monotonicity, positivity of a stack (N, Y, X) (or (n, K, Y, X)); a new array."""
         flat = s.reshape(-1)
-        flat = np.where(self.flat_inside, 0.5 * (flat + flat[self.mirror]), flat)
+        out = np.take(flat, self.mirror)
+        out += flat
+        out *= 0.5
+        np.copyto(out, flat, where=self.flat_outside)
+        size = max((len(idx) for idx, _ in self.levels), default=0)
+        here, up = np.empty(size, dtype=out.dtype), np.empty(size, dtype=out.dtype)
         for idx, par in self.levels:
-            flat[idx] = np.minimum(flat[idx], flat[par])
-        return np.maximum(flat, 0.0).reshape(s.shape)
+            v = np.take(out, idx, out=here[: len(idx)])
+            np.minimum(v, np.take(out, par, out=up[: len(idx)]), out=v)
+            np.put(out, idx, v)
+        np.maximum(out, 0.0, out=out)
+        return out.reshape(s.shape)
 
 
 class BatchRenderer:
@@ -892,6 +900,9 @@ class BatchRenderer:
     kernels : ndarray, complex64, (C, n, K, Y, X // 2 + 1)
         rfft2 of the kernel of each band, blend and source (band first: one
         band's kernels are contiguous).
+    kernels_conj : ndarray, complex64, (C, n, K, Y, X // 2 + 1)
+        Their conjugates times the phase of a shift by ``margin`` in x and y
+        (the adjoint's residuals are transformed from the grid's corner).
     """
 
     def __init__(self, psf: np.ndarray, stamp: tuple[int, int], centers: np.ndarray,
@@ -908,7 +919,11 @@ class BatchRenderer:
         kernels = np.moveaxis(diff, 1, 0)[:, :, None] * phases.reshape((1, n, k) + phases.shape[1:])
         self.gain2 = np.max(np.abs(np.moveaxis(kernels, 1, 0).reshape(n, -1)) ** 2, axis=1, initial=0.0)
         self.kernels = kernels.astype(np.complex64)
-        self.kernels_conj = np.conj(self.kernels)
+        # For the adjoint: conj(kernel) times the phase of a shift by the
+        # margin, so that the residual is transformed from the grid's corner
+        # (rfft2 zero-pads at the end) instead of copied into the grid first.
+        corner = shift_phases(self.grid, np.array([[margin, margin]], dtype=np.float64))[0]
+        self.kernels_conj = (np.conj(kernels) * corner).astype(np.complex64)
 
     def take(self, rows: np.ndarray) -> "BatchRenderer":
         """The renderer of blends ``rows`` only."""
@@ -933,18 +948,16 @@ class BatchRenderer:
         m, (h, w) = self.margin, self.stamp
         c, n, k = self.kernels.shape[:3]
         out = np.empty((n, c, k, h, w), dtype=np.float32)
+        prod = np.empty(self.kernels.shape[1:], dtype=np.complex64)
         for b in range(c):
-            prod = self.kernels[b] * s_hat
+            np.multiply(self.kernels[b], s_hat, out=prod)
             rows = fft.ifft(prod, axis=-2, overwrite_x=True)[..., m: m + h, :]
             out[:, b] = fft.irfft(rows, n=self.grid[1], axis=-1)[..., m: m + w]
         return out.reshape(n, c, k, h * w)
 
     def adjoint(self, a: np.ndarray, resid: np.ndarray) -> np.ndarray:
         """:meth:`Renderer.adjoint` of each blend: ``a`` (n, C, K), ``resid`` (n, C, H, W) -> (n, K, Y, X) float32."""
-        m, (h, w) = self.margin, self.stamp
-        full = np.zeros(resid.shape[:-2] + self.grid, dtype=np.float32)
-        full[..., m: m + h, m: m + w] = resid
-        r_hat = fft.rfft2(full, overwrite_x=True)  # (n, C, Y, X')
+        r_hat = fft.rfft2(resid, s=self.grid)  # (n, C, Y, X'), from the corner (see __init__)
         a = a.astype(np.float32)
         grad_hat = np.zeros(self.kernels.shape[1:], dtype=np.complex64)
         tmp = np.empty_like(grad_hat)
