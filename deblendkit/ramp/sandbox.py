@@ -133,8 +133,9 @@ def sandbox_command(argv: list[str], *, submission_dir: str | os.PathLike, data_
     bwrap, setpriv, prlimit = _tool("bwrap"), _tool("setpriv"), _tool("prlimit")
     cmd = [bwrap, "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
            "--die-with-parent", "--new-session", "--clearenv",
-           # the scratch /tmp first: binds of paths under /tmp (a kit cloned there) go on top of it
-           "--size", str(limits.scratch_bytes), "--tmpfs", "/tmp"]
+           # the scratch /tmp first: binds of paths under /tmp (a kit cloned there) go on top of it;
+           # mode 1777, or nobody could write there (bwrap makes a tmpfs 0755, owned by root)
+           "--perms", "1777", "--size", str(limits.scratch_bytes), "--tmpfs", "/tmp"]
     for d in _SYSTEM_DIRS:
         if os.path.exists(d):
             cmd += ["--ro-bind", d, d]
