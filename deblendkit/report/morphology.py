@@ -58,7 +58,7 @@ LOCUS_TOL = 0.1
 #: Blends of a file the checks read (the first ones): enough for medians to +-0.005.
 MAX_BLENDS = 400
 #: High-resolution profiles drawn per type (GalSim drawImage: ~10 ms each).
-MAX_PROFILES = 150
+MAX_PROFILES = 100
 
 
 def asymmetry(images: np.ndarray, centers: np.ndarray) -> np.ndarray:

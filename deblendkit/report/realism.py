@@ -361,10 +361,10 @@ def format_report(sample: Sample, checks: list[Check]) -> str:
     """The report of one sample as text (one line per check)."""
     lines = [f"== {sample.description}"]
     lines += [f"   note: {n}" for n in sample.notes]
-    head = f"{'statistic':<40} {'value':>9} {'published':>10} {'tolerance':>10}  status  note"
+    head = f"{'statistic':<50} {'value':>9} {'published':>10} {'tolerance':>10}  status  note"
     lines += [head, "-" * len(head)]
     for c in checks:
-        lines.append(f"{c.name:<40} {c.value:>9.3f} {c.reference:>10.3f} {c.tolerance:>10}  {c.status:<6}  {c.note}")
+        lines.append(f"{c.name:<50} {c.value:>9.3f} {c.reference:>10.3f} {c.tolerance:>10}  {c.status:<6}  {c.note}")
     n_fail = sum(c.status == "FAIL" for c in checks)
     lines.append(f"{sum(c.status == 'PASS' for c in checks)} PASS, {n_fail} FAIL, "
                  f"{sum(c.status == 'INFO' for c in checks)} INFO")
