@@ -4,33 +4,54 @@ One forward pass per (blend, target galaxy) pair. The pair is cut to a square
 window of ``canvas_size`` pixels centred on the target's (rounded) center, so the
 network always finds its target in the middle; it sees, per pixel of the window,
 
-* the blend in all ``C`` bands in units of the background noise,
-  ``arcsinh(x / (a * sigma))`` (``a`` = ``arcsinh_scale``): this copes with the
-  dynamic range (sigma ~ 200-600 ADU, peaks up to ~1e5 ADU) and tells the network
-  the noise level;
-* the blend in units of the target's brightness, ``arcsinh(x / A)``, where ``A`` is
-  the blend near the target's center (:func:`target_amplitude`);
+* the blend in all ``C`` bands in units of the target's brightness,
+  ``arcsinh(x / A)``, where ``A`` is the blend near the target's center
+  (:func:`target_amplitude`);
+* the target's signal-to-noise ratio ``log(A / sigma)`` per band, as constant
+  channels (``noise_input="level"``; ``"arcsinh"``, the former input, is the blend
+  in units of the noise, ``arcsinh(x / (a * sigma))``, ``a`` = ``arcsinh_scale``);
+* the target's share of the blend split in proportion to symmetric, monotonic
+  templates of all galaxies (:func:`template_shares`, the starting kit's method on
+  one detection image), in units of ``A`` (``template=True``);
 * a map of the target's center (a Gaussian blob of ``center_sigma`` pixels, so the
   sub-pixel position is kept) and a map of the other galaxies' centers;
 * the PSF width of each band, as constant channels (:func:`psf_width`).
 
-It predicts the target's isolated image in all bands, by default linearly in units
-of ``A`` (``output="scaled"``; the alternative ``"arcsinh"`` inverts the input
-normalisation, ``a * sigma * sinh(z)``, and trains much more slowly). The result is
-put back in the stamp (zero outside the window), negative pixels set to zero.
+It predicts, by default, a residual in units of ``A`` on top of the template share:
+the target's image is ``share + A * z`` inside the window and the share outside it
+(``output="scaled"``; ``"arcsinh"`` inverts the input normalisation instead). Negative
+pixels are set to zero.
+
+Units and transfer: every input is a ratio of ADU to ADU and the output is in units
+of ``A``, so a blend scaled by ``s`` with its noise sigma scaled by ``s`` gets ``s``
+times the prediction (tested). What is not a change of units is the signal-to-noise
+ratio: the kit's training galaxies are mostly faint (median r 25.3, 9% brighter than
+r 23), and the former network returned 10% of the flux of r < 21 galaxies and 28%
+at r 21-23 on the default test set itself (240 s of training; benchmarks/README.md,
+"Transfer"): it extrapolates what it learned on faint galaxies, among others through
+``arcsinh(x / sigma)``, close to linear for them and logarithmic for bright ones. Now every image
+input is in units of ``A`` (the SNR is a separate constant channel), the flux
+augmentation (``flux_augment``) brightens the galaxies of training blends by up to
+100x while keeping their noise, the noise augmentation (``noise_augment``) adds
+noise, so the network sees the brightness and depth range the test sets have.
 
 The loss is the challenge's primary score without its cap: the mean over galaxies
-of the normalised residual ``||y_hat - y||_2 / ||y||_2`` over all bands and pixels, in
-ADU, plus a small L1 term on the arcsinh-normalised images. Training data are
-augmented with the 8 flips/rotations of the stamp (images and centers alike); Adam
-with a cosine learning-rate decay; the kept weights are an exponential moving
-average over the steps. ``predict`` averages over 4 flips/rotations (``tta``).
+of the normalised residual ``||y_hat - y||_2 / ||y||_2`` over all bands and pixels of
+the stamp, in ADU, plus a small L1 term on the arcsinh-normalised images. Training
+data are augmented with the 8 flips/rotations of the stamp (images and centers
+alike); Adam with a cosine learning-rate decay; the kept weights are an exponential
+moving average over the steps. ``predict`` averages over 4 flips/rotations (``tta``).
+
+Pretrained weights: ``fit`` starts from ``pretrained.npz`` beside this file when it
+is there and fits the network (remade by ``submissions/unet/pretrain.py`` from a
+stated seed), then trains on the data it is given; ``DEBLEND_UNET_PRETRAINED=none``
+trains from scratch.
 
 Time: training is bounded by ``epochs`` and by a wall-clock budget,
 ``max_train_seconds``; the environment variable ``DEBLEND_UNET_MAX_TRAIN_SECONDS``
 replaces it, ``ramp-test --quick-test`` (``RAMP_TEST_MODE``) caps it at
 ``quick_test_seconds``, and the workflow's ``DEBLEND_TIME_BUDGET_S`` at 80% of that.
-The number of epochs is planned from their measured duration, so the learning-rate
+The number of steps is planned from their measured duration, so the learning-rate
 schedule (cosine) ends within the budget; a hard stop on the budget remains, with a
 log message. With a fixed seed, training on CPU is deterministic whenever the epoch
 limit, not the clock, ends it.
@@ -45,9 +66,12 @@ only (and the standard library).
 import contextlib
 import dataclasses
 import importlib
+import io
+import json
 import logging
 import math
 import os
+import pathlib
 import time
 import warnings
 
@@ -70,6 +94,9 @@ __all__ = [
     "target_amplitude",
     "psf_width",
     "shift_crop",
+    "symmetric_templates",
+    "template_shares",
+    "estimate_gain",
     "TIME_BUDGET_ENV",
 ]
 
@@ -77,10 +104,16 @@ logger = logging.getLogger("submissions.unet")
 
 #: Environment variable that, when set, replaces ``max_train_seconds`` (seconds).
 TIME_BUDGET_ENV = "DEBLEND_UNET_MAX_TRAIN_SECONDS"
+#: Environment variable that, when set, replaces the ``pretrained`` option ("none": train from scratch).
+PRETRAINED_ENV = "DEBLEND_UNET_PRETRAINED"
 #: The workflow's per-step time budget (seconds), see deblendkit/workflow.py.
 WORKFLOW_BUDGET_ENV = "DEBLEND_TIME_BUDGET_S"
 #: Environment variable set by ``ramp-test --quick-test``.
 QUICK_TEST_ENV = "RAMP_TEST_MODE"
+#: Format of the weights files (``save_weights``, ``pretrained``).
+WEIGHTS_VERSION = 1
+#: The training plan (steps that fit in the time budget) is remade every so many steps.
+REPLAN_STEPS = 20
 #: Number of distinct flips/rotations of a square image (the dihedral group D4).
 N_DIHEDRAL = 8
 
@@ -143,8 +176,46 @@ class UNetOptions:
         truncated galaxies do not dominate.
     augment : bool
         Random flips/rotations (the 8 of a square) of each training pair.
+    template : bool
+        Give the network the target's share of the blend split in proportion to
+        symmetric templates (:func:`template_shares`) and predict a residual on top of
+        it: inside the window the prediction is ``share + A * z``, outside it the
+        share (the starting kit's idea as the initialisation).
+    template_residual : bool
+        With ``template``: predict ``share + A * z`` in the window and the share outside
+        it (otherwise ``A * z`` in the window, zero outside).
+    noise_input : str
+        How the network sees the noise: ``"arcsinh"``, the blend in units of the noise
+        (``arcsinh(x / (a sigma))`` per band); ``"level"``, one constant channel per band,
+        ``log(A / sigma)`` (the target's signal-to-noise ratio), so that every image
+        input is in units of the target's brightness.
+    flux_augment : (float, float)
+        Range of ``log10 f`` of the flux augmentation: a training blend becomes
+        ``blend + sum_k (f_k - 1) y_k`` (plus the Poisson noise of the added light,
+        from the gain measured in ``fit``) and its labels ``f_k y_k``, with ``log10 f``
+        uniform in this range per blend. The kit's training galaxies are mostly faint
+        (median r 25.3); this shows the network brighter ones at the same noise.
+    flux_jitter : float
+        Standard deviation (dex) of a per-galaxy factor on top of ``f`` (flux ratios).
+    flux_augment_prob : float
+        Fraction of training pairs that get the flux augmentation (in [0, 1]).
+    noise_augment : float
+        Largest factor of the noise augmentation: Gaussian noise is added so that the
+        background sigma becomes ``g * sigma``, ``log g`` uniform in ``[0, log noise_augment]``
+        (1: none).
+    noise_augment_prob : float
+        Fraction of training pairs that get the noise augmentation (in [0, 1]).
     clip_negative : bool
         Set negative predicted pixels to zero (the labels are non-negative).
+    pretrained : str or None
+        Weights to start ``fit`` from: a ``.npz`` file written by
+        ``submissions/unet/pretrain.py`` (a relative path is taken from this module's
+        folder). ``fit`` then trains them on the data it is given, at peak learning
+        rate ``finetune_lr``. Weights made for another architecture, number of bands
+        or input set are not used (a warning is logged); a missing file, or ``None``:
+        training from scratch.
+    finetune_lr : float
+        Peak learning rate when starting from ``pretrained`` weights.
     tta : int
         Test-time augmentation: ``predict`` averages the predictions made on the first
         ``tta`` (1 to 8) flips/rotations of each blend (1: one pass). The default, 4,
@@ -179,7 +250,17 @@ class UNetOptions:
     l1_weight: float = 0.05
     loss_floor: float = 1.0
     augment: bool = True
+    template: bool = True
+    template_residual: bool = False
+    noise_input: str = "level"
+    flux_augment: tuple = (0.0, 2.0)
+    flux_jitter: float = 0.3
+    flux_augment_prob: float = 0.5
+    noise_augment: float = 4.0
+    noise_augment_prob: float = 0.3
     clip_negative: bool = True
+    pretrained: str | None = "pretrained.npz"
+    finetune_lr: float = 5e-4
     tta: int = 4
     seed: int = 0
     device: str = "auto"
@@ -204,10 +285,19 @@ class UNetOptions:
             raise ValueError(f"tta must be an integer from 1 to {N_DIHEDRAL}, got {self.tta!r}")
         for name in ("epochs", "batch_size", "predict_batch_size"):
             _positive_int(name)
-        for name in ("max_train_seconds", "quick_test_seconds", "lr", "arcsinh_scale", "center_sigma"):
+        for name in ("max_train_seconds", "quick_test_seconds", "lr", "arcsinh_scale", "center_sigma",
+                     "finetune_lr"):
             _positive_float(name)
-        for name in ("weight_decay", "l1_weight", "loss_floor"):
+        for name in ("weight_decay", "l1_weight", "loss_floor", "flux_jitter"):
             _positive_float(name, allow_zero=True)
+        for name in ("flux_augment_prob", "noise_augment_prob"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)!r}")
+        if not (len(self.flux_augment) == 2 and self.flux_augment[0] <= self.flux_augment[1]):
+            raise ValueError(f"flux_augment must be (low, high) with low <= high, got {self.flux_augment!r}")
+        object.__setattr__(self, "flux_augment", tuple(float(v) for v in self.flux_augment))
+        if not self.noise_augment >= 1:
+            raise ValueError(f"noise_augment must be >= 1, got {self.noise_augment!r}")
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay!r}")
         if not 0 < self.final_lr_fraction <= 1:
@@ -220,6 +310,8 @@ class UNetOptions:
         object.__setattr__(self, "channels", tuple(int(c) for c in channels))
         if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+        if self.noise_input not in ("arcsinh", "level"):
+            raise ValueError(f"noise_input must be 'arcsinh' or 'level', got {self.noise_input!r}")
         if self.output not in ("scaled", "arcsinh"):
             raise ValueError(f"output must be 'scaled' or 'arcsinh', got {self.output!r}")
         if self.device not in ("auto", "cpu", "cuda"):
@@ -501,6 +593,145 @@ def relative_l2(pred: torch.Tensor, truth: torch.Tensor, floor: torch.Tensor | f
     return diff.pow(2).sum(dim=1).sqrt() / (norm + floor2).sqrt()
 
 
+# ------------------------------------------------------------- template apportioning
+def _gaussian_blur(images: torch.Tensor, sigma_px: float) -> torch.Tensor:
+    """Separable Gaussian blur (zero outside) of (B, N, H, W) images; ``sigma_px`` pixels."""
+    half = max(1, int(math.ceil(3 * sigma_px)))
+    taps = torch.exp(-0.5 * (torch.arange(-half, half + 1, dtype=images.dtype, device=images.device)
+                             / sigma_px) ** 2)
+    taps = taps / taps.sum()
+    b, n, h, w = images.shape
+    flat = images.reshape(b * n, 1, h, w)
+    flat = F.conv2d(flat, taps.view(1, 1, 1, -1), padding=(0, half))
+    flat = F.conv2d(flat, taps.view(1, 1, -1, 1), padding=(half, 0))
+    return flat.reshape(b, n, h, w)
+
+
+def symmetric_templates(detect: torch.Tensor, centers: torch.Tensor, valid: torch.Tensor,
+                        threshold: float, jumps: int = 6) -> torch.Tensor:
+    """Symmetric, monotonic templates of every galaxy on a detection image.
+
+    The template of galaxy k is ``min(D, D mirrored through its centre)`` (the centre
+    rounded to the nearest half pixel, so the mirror of a pixel is a pixel; 0 where the
+    mirror is off the stamp), capped so that it never rises outwards: each pixel takes
+    the minimum over its chain of parents, the 8-neighbour one step towards the centre
+    (pointer jumping: ``jumps`` doublings cover chains of ``2 ** jumps`` pixels). Values
+    at or below ``threshold`` are set to 0 (as in the starting kit, after Lupton et al.).
+
+    Parameters
+    ----------
+    detect : torch.Tensor
+        (B, H, W) detection image (any unit; the threshold is in the same unit).
+    centers : torch.Tensor
+        (B, K, 2) (x, y) pixel positions; entries of invalid slots are ignored.
+    valid : torch.Tensor
+        (B, K) bool, the filled slots.
+    threshold : float
+        Template floor, units of ``detect``.
+    jumps : int
+        Pointer-jumping rounds of the monotonic cap.
+
+    Returns
+    -------
+    torch.Tensor
+        (B, K, H, W), >= 0; zero for invalid slots.
+    """
+    b, h, w = detect.shape
+    k = centers.shape[1]
+    dev, dtype = detect.device, detect.dtype
+    c = torch.where(valid[..., None], centers, torch.zeros((), dtype=centers.dtype, device=dev)).to(dtype)
+    two_c = torch.round(2.0 * c)  # (B, K, 2): twice the half-pixel centre, integer valued
+    xx = torch.arange(w, device=dev, dtype=dtype)
+    yy = torch.arange(h, device=dev, dtype=dtype)
+    mx = two_c[..., 0:1] - xx  # (B, K, W)
+    my = two_c[..., 1:2] - yy  # (B, K, H)
+    inside = ((my >= 0) & (my < h))[..., :, None] & ((mx >= 0) & (mx < w))[..., None, :]
+    lin = (my.clamp(0, h - 1)[..., :, None] * w + mx.clamp(0, w - 1)[..., None, :]).long()
+    flat = detect.reshape(b, 1, h * w).expand(b, k, h * w)
+    mirrored = torch.gather(flat, 2, lin.reshape(b, k, -1)).reshape(b, k, h, w)
+    tmpl = torch.where(inside, torch.minimum(detect[:, None], mirrored), torch.zeros((), dtype=dtype, device=dev))
+    # parent: one 8-neighbour step towards the (half-pixel) centre; pixels within 1 px are roots
+    dx = xx[None, None, None, :] - two_c[..., 0, None, None] / 2  # (B, K, 1, W)
+    dy = yy[None, None, :, None] - two_c[..., 1, None, None] / 2  # (B, K, H, 1)
+    dx, dy = torch.broadcast_tensors(dx, dy)
+    reach = torch.maximum(dx.abs(), dy.abs()).clamp(min=1e-6)
+    step_x = torch.where(reach >= 1, torch.round(dx / reach), torch.zeros_like(dx))
+    step_y = torch.where(reach >= 1, torch.round(dy / reach), torch.zeros_like(dy))
+    px = (xx[None, None, None, :] - step_x).clamp(0, w - 1)
+    py = (yy[None, None, :, None] - step_y).clamp(0, h - 1)
+    parent = (py * w + px).long().reshape(b, k, -1)
+    t = tmpl.reshape(b, k, -1)
+    for _ in range(jumps):
+        t = torch.minimum(t, torch.gather(t, 2, parent))
+        parent = torch.gather(parent, 2, parent)
+    t = t.reshape(b, k, h, w)
+    t = torch.where(t > threshold, t, torch.zeros((), dtype=dtype, device=dev))
+    return t * valid[..., None, None].to(dtype)
+
+
+def template_shares(blend: torch.Tensor, sigma: torch.Tensor, centers: torch.Tensor, valid: torch.Tensor,
+                    smoothing: float = 1.0, threshold: float = 2.0) -> torch.Tensor:
+    """Every galaxy's share of the blend, split in proportion to symmetric templates.
+
+    The templates (:func:`symmetric_templates`) are built on one detection image, the
+    blend in units of the noise summed over bands and smoothed by a Gaussian of
+    ``smoothing`` pixels, thresholded at ``threshold`` times its own noise. Each pixel
+    of the blend, in every band, is split among the galaxies in proportion to their
+    templates there (0 where no template covers it). Scaling ``blend`` and ``sigma``
+    by the same factor scales the shares by it.
+
+    Parameters
+    ----------
+    blend : torch.Tensor
+        (B, C, H, W) ADU.
+    sigma : torch.Tensor
+        (B, C) background noise, ADU per pixel.
+    centers, valid : torch.Tensor
+        (B, K, 2) pixel positions (x, y) and (B, K) bool filled slots.
+
+    Returns
+    -------
+    torch.Tensor
+        (B, K, C, H, W) ADU; zeros in empty slots.
+    """
+    snr = (blend / _sigma_view(sigma)).sum(dim=1, keepdim=True)
+    detect = _gaussian_blur(snr, smoothing)[:, 0]
+    half = max(1, int(math.ceil(3 * smoothing)))
+    taps = torch.exp(-0.5 * (torch.arange(-half, half + 1, dtype=torch.float64) / smoothing) ** 2)
+    noise = math.sqrt(blend.shape[1]) * float((taps / taps.sum()).pow(2).sum())  # of the smoothed sum
+    tmpl = symmetric_templates(detect, centers, valid, threshold * noise)
+    total = tmpl.sum(dim=1, keepdim=True)
+    weights = tmpl / torch.where(total > 0, total, torch.ones((), dtype=total.dtype, device=total.device))
+    return weights[:, :, None] * blend[:, None]
+
+
+def estimate_gain(blend: np.ndarray, y: np.ndarray, sigma: np.ndarray, max_blends: int = 200) -> np.ndarray:
+    """Electrons per ADU of each band, from the noise of training blends.
+
+    The noise ``r = blend - sum_k y_k`` has variance ``sigma^2 + S / gain`` per pixel,
+    ``S = sum_k y_k`` (Poisson noise of the sources); ``1 / gain`` is the least-squares
+    slope of ``r^2 - sigma^2`` against ``S`` over the first ``max_blends`` blends.
+
+    Parameters
+    ----------
+    blend : (n, C, H, W) ADU; y : (n, K, C, H, W) ADU; sigma : (n, C) ADU per pixel.
+
+    Returns
+    -------
+    ndarray
+        (C,) float32, electrons per ADU; ``inf`` where no source noise is measured.
+    """
+    m = min(len(blend), max_blends)
+    signal = np.asarray(y[:m], dtype=np.float64).sum(axis=1)  # (m, C, H, W)
+    noise = np.asarray(blend[:m], dtype=np.float64) - signal
+    excess = noise**2 - np.asarray(sigma[:m], np.float64)[..., None, None] ** 2
+    num = (excess * signal).sum(axis=(0, 2, 3))
+    den = (signal * signal).sum(axis=(0, 2, 3))
+    inv = np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0)
+    with np.errstate(divide="ignore"):
+        return np.where(inv > 0, 1.0 / inv, np.inf).astype(np.float32)
+
+
 # ---------------------------------------------------------------------------- network
 class _DoubleConv(nn.Sequential):
     """Two 3x3 convolutions, each followed by SiLU.
@@ -606,6 +837,7 @@ class Deblender:
         self._state = None  # dict name -> ndarray, the trained weights
         self._meta = None  # dict: n_bands, bands
         self._net = None  # cached nn.Module, rebuilt from _state (not pickled)
+        self.gain_ = None  # (C,) electrons per ADU, measured by fit (for the flux augmentation)
         self.history_ = []  # mean training loss per epoch
 
     def __getstate__(self):
@@ -646,11 +878,61 @@ class Deblender:
         return psf_width(psf)
 
     def _build_net(self, n_bands):
-        n_in = (3 if self.options.use_psf_size else 2) * n_bands + (2 if self.options.use_other_centers else 1)
-        return UNet(n_in, n_bands, self.options.channels)
+        opt = self.options
+        per_band = 2 + int(opt.use_psf_size) + int(opt.template)
+        net = UNet(per_band * n_bands + (2 if opt.use_other_centers else 1), n_bands, opt.channels)
+        if opt.template and opt.template_residual:  # the residual starts at ~0: the template share
+            with torch.no_grad():
+                net.head.weight.mul_(0.01)
+                net.head.bias.zero_()
+        return net
+
+    def architecture(self, n_bands: int) -> dict:
+        """What pretrained weights must match: the options that shape the network's inputs and layers."""
+        opt = self.options
+        return {"version": WEIGHTS_VERSION, "n_bands": int(n_bands), "channels": list(opt.channels),
+                "template": opt.template, "template_residual": opt.template_residual,
+                "noise_input": opt.noise_input, "use_psf_size": opt.use_psf_size,
+                "use_other_centers": opt.use_other_centers, "output": opt.output,
+                "arcsinh_scale": opt.arcsinh_scale, "center_sigma": opt.center_sigma}
+
+    def _pretrained_path(self) -> str | None:
+        """The weights file to start from: ``DEBLEND_UNET_PRETRAINED`` ("none": none), else ``pretrained``."""
+        name = os.environ.get(PRETRAINED_ENV, "").strip() or self.options.pretrained
+        if not name or name.lower() == "none":
+            return None
+        return name if os.path.isabs(name) else os.path.join(os.path.dirname(os.path.abspath(__file__)), name)
+
+    def _load_pretrained(self, net, n_bands) -> bool:
+        """Copy the ``pretrained`` weights into ``net`` when they fit; whether they were used."""
+        path = self._pretrained_path()
+        if path is None or not os.path.exists(path):
+            return False
+        with np.load(path, allow_pickle=False) as saved:
+            meta = json.loads(str(saved["architecture"]))
+            weights = {k[2:]: saved[k] for k in saved.files if k.startswith("w/")}
+        if meta != self.architecture(n_bands):
+            logger.warning("pretrained weights %s are for another network (%s, this one %s): training from "
+                           "scratch", path, meta, self.architecture(n_bands))
+            return False
+        net.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in weights.items()})
+        logger.info("U-Net fit starts from the pretrained weights %s", path)
+        return True
+
+    def save_weights(self, path: str) -> None:
+        """Write the trained weights and their architecture to ``path`` (``.npz``), for ``pretrained``."""
+        if self._state is None:
+            raise RuntimeError("Deblender.save_weights called before fit")
+        arrays = {f"w/{k}": v for k, v in self._state.items()}
+        arrays["architecture"] = np.array(json.dumps(self.architecture(self._meta["n_bands"])))
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        tmp = pathlib.Path(f"{path}.{os.getpid()}.tmp")
+        tmp.write_bytes(buffer.getvalue())
+        os.replace(tmp, path)  # atomic: readers see the old file or the new one
 
     def _forward(self, net, blend, sigma, psf_w, centers, valid, target, canvas):
-        """Predicted images of the targets in windows centred on them.
+        """Predicted images of the targets, in the whole stamp.
 
         Parameters
         ----------
@@ -660,33 +942,43 @@ class Deblender:
 
         Returns
         -------
-        pred : (B, C, canvas, canvas) ADU; z : the raw network output (same shape);
-        row0, col0 : (B,) the stamp pixel at the window's (0, 0), for :func:`shift_crop`.
+        pred : (B, C, H, W) ADU, the network's window (``canvas`` pixels, centred on
+        the target) put back in the stamp, on top of the template share when
+        ``template`` is set (which alone fills the stamp outside the window).
         """
         opt = self.options
+        height, width = blend.shape[-2:]
         rows = torch.arange(len(target), device=centers.device)
         center = torch.round(centers[rows, target.long()])  # (B, 2): x, y of the target's pixel
         col0 = center[:, 0].long() - canvas // 2
         row0 = center[:, 1].long() - canvas // 2
         window = shift_crop(blend, row0, col0, canvas, canvas)
-        amp = target_amplitude(window, sigma)
+        amp = target_amplitude(window, sigma)[:, None, None, None]
         local = centers - torch.stack([col0, row0], dim=-1)[:, None, :].to(centers.dtype)
         maps = center_maps(local, valid, target, canvas, canvas, opt.center_sigma)
         if not opt.use_other_centers:
             maps = maps[:, :1]
-        x = torch.cat([
-            to_network_space(window, sigma, opt.arcsinh_scale),  # in units of the noise
-            torch.asinh(window / amp[:, None, None, None]),  # in units of the target's brightness
+        if opt.noise_input == "arcsinh":
+            noise = to_network_space(window, sigma, opt.arcsinh_scale)  # in units of the noise
+        else:  # the target's signal-to-noise ratio per band, as constant channels
+            noise = torch.log(amp / _sigma_view(sigma)).expand(-1, -1, canvas, canvas)
+        parts = [
+            noise,
+            torch.asinh(window / amp),  # in units of the target's brightness
             maps,
             psf_w[:, :, None, None].expand(-1, -1, canvas, canvas),
-        ], dim=1)
-        z = net(x.contiguous(memory_format=torch.channels_last))
+        ]
+        share = None
+        if opt.template:
+            share = template_shares(blend, sigma, centers, valid)[rows, target.long()]  # (B, C, H, W)
+            parts.append(torch.asinh(shift_crop(share, row0, col0, canvas, canvas) / amp))
+        z = net(torch.cat(parts, dim=1).contiguous(memory_format=torch.channels_last))
         if opt.output == "scaled":
-            pred = amp[:, None, None, None] * z
+            pred = amp * z
         else:
-            z = torch.clamp(z, -12.0, 12.0)
-            pred = from_network_space(z, sigma, opt.arcsinh_scale)
-        return pred, z, row0, col0
+            pred = from_network_space(torch.clamp(z, -12.0, 12.0), sigma, opt.arcsinh_scale)
+        pred = shift_crop(pred.contiguous(), -row0, -col0, height, width)
+        return pred + share if opt.template_residual and share is not None else pred
 
     # ------------------------------------------------------------------ fit
     def fit(self, X, y):
@@ -704,6 +996,7 @@ class Deblender:
         if y.shape != (n, k_slots, n_bands, height, width):
             raise ValueError(f"y must have shape {(n, k_slots, n_bands, height, width)}, got {y.shape}")
         psf_w = self._psf_widths(X, n, n_bands)
+        self.gain_ = estimate_gain(blend, y, sigma)
         pairs = np.argwhere(valid)  # (P, 2): blend index, slot
         if len(pairs) == 0:
             raise ValueError("fit needs at least one galaxy (all slots are empty)")
@@ -718,6 +1011,7 @@ class Deblender:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(opt.seed)
                 net = self._build_net(n_bands)
+            self.pretrained_ = self._load_pretrained(net, n_bands)
             net.to(device=device, memory_format=torch.channels_last)
             gen = torch.Generator().manual_seed(opt.seed + 1)
             data = {
@@ -726,66 +1020,15 @@ class Deblender:
                 "centers": _tensor(centers).to(device),
                 "valid": _tensor(valid).to(device),
                 "y": _tensor(y),  # stays on the host; batches are moved
+                "gain": torch.from_numpy(self.gain_).to(device),
             }
             data["blend"] = _tensor(blend).to(device)
-            pairs_t = _tensor(pairs)
-            optimiser = torch.optim.Adam(net.parameters(), lr=opt.lr, weight_decay=opt.weight_decay)
-            ema = [p.detach().clone() for p in net.parameters()] if opt.ema_decay > 0 else None
-            steps_per_epoch = math.ceil(len(pairs) / opt.batch_size)
-            planned_epochs = opt.epochs
-            step = 0
-            self.history_ = []
             logger.info(
                 "U-Net fit: %d blends, %d galaxies, %d bands, %dx%d px (window %d), device %s, "
                 "%d threads, budget %.0f s, up to %d epochs", n, len(pairs), n_bands, height, width,
                 canvas, device, n_threads, budget, opt.epochs,
             )
-            net.train()
-            for epoch in range(opt.epochs):
-                if epoch >= planned_epochs:
-                    break
-                order = torch.randperm(len(pairs), generator=gen)
-                losses = []
-                stopped_on_time = False
-                for b in range(steps_per_epoch):
-                    idx = pairs_t[order[b * opt.batch_size:(b + 1) * opt.batch_size]]
-                    transforms = torch.randint(0, n_transforms, (len(idx),), generator=gen)
-                    if not opt.augment:
-                        transforms.zero_()
-                    frac = min(1.0, step / max(1, planned_epochs * steps_per_epoch))
-                    lr = opt.lr * (opt.final_lr_fraction
-                                   + (1 - opt.final_lr_fraction) * 0.5 * (1 + math.cos(math.pi * frac)))
-                    for group in optimiser.param_groups:
-                        group["lr"] = lr
-                    losses.append(self._train_step(net, optimiser, idx, transforms, data, canvas, device))
-                    step += 1
-                    if ema is not None:
-                        with torch.no_grad():
-                            # warm-up: plain average over the first steps, then exponential
-                            decay = min(opt.ema_decay, step / (step + 10.0))
-                            for avg, p in zip(ema, net.parameters()):
-                                avg.lerp_(p, 1.0 - decay)
-                    if time.perf_counter() - t_start > budget:
-                        stopped_on_time = True
-                        break
-                self.history_.append(float(np.mean(losses)))
-                elapsed = time.perf_counter() - t_start
-                logger.info("epoch %d: loss %.4f, lr %.2e, %.1f s", epoch + 1, self.history_[-1], lr, elapsed)
-                if stopped_on_time:
-                    logger.warning(
-                        "U-Net fit stopped on its time budget (%.0f s) after %d steps, in epoch %d of "
-                        "%d planned", budget, step, epoch + 1, planned_epochs)
-                    break
-                # (re)plan the number of epochs from their mean duration so far, so that the
-                # learning-rate schedule ends within the budget (5% margin); when the budget
-                # allows all of them, this is opt.epochs and training is deterministic
-                per_epoch = max(elapsed / (epoch + 1), 1e-9)
-                fit_in = epoch + 1 + int(max(0.0, 0.95 * budget - elapsed) // per_epoch)
-                new_plan = int(min(opt.epochs, fit_in))
-                if new_plan != planned_epochs:
-                    logger.info("time budget %.0f s: planning %d epochs of ~%.1f s (asked for %d)",
-                                budget, new_plan, per_epoch, opt.epochs)
-                    planned_epochs = new_plan
+            ema = self._train_loop(net, _tensor(pairs), data, canvas, gen, n_transforms, budget, t_start)
             net.eval()
             if ema is not None:
                 with torch.no_grad():
@@ -798,13 +1041,110 @@ class Deblender:
         self.epochs_run_ = len(self.history_)
         return self
 
-    def _train_step(self, net, optimiser, idx, transforms, data, canvas, device):
+    def _train_loop(self, net, pairs_t, data, canvas, gen, n_transforms, budget, t_start):
+        """Adam with a cosine learning rate over the planned steps; returns the EMA weights (or None).
+
+        The plan is ``epochs`` passes over the pairs, cut to the steps that fit in the
+        time budget (5% margin) from their measured duration, re-planned every
+        :data:`REPLAN_STEPS` steps, so the schedule ends within the budget. When the
+        budget allows all of them the plan never changes and training is deterministic.
+        """
+        opt = self.options
+        peak_lr = opt.finetune_lr if self.pretrained_ else opt.lr
+        optimiser = torch.optim.Adam(net.parameters(), lr=peak_lr, weight_decay=opt.weight_decay)
+        ema = [p.detach().clone() for p in net.parameters()] if opt.ema_decay > 0 else None
+        steps_per_epoch = math.ceil(len(pairs_t) / opt.batch_size)
+        max_steps = planned = opt.epochs * steps_per_epoch
+        step, lr, self.history_ = 0, peak_lr, []
+        net.train()
+        for epoch in range(opt.epochs):
+            order = torch.randperm(len(pairs_t), generator=gen)
+            losses = []
+            for b in range(steps_per_epoch):
+                if step >= planned:
+                    break
+                idx = pairs_t[order[b * opt.batch_size:(b + 1) * opt.batch_size]]
+                transforms = torch.randint(0, n_transforms, (len(idx),), generator=gen)
+                if not opt.augment:
+                    transforms.zero_()
+                frac = min(1.0, step / max(1, planned))
+                lr = peak_lr * (opt.final_lr_fraction
+                               + (1 - opt.final_lr_fraction) * 0.5 * (1 + math.cos(math.pi * frac)))
+                for group in optimiser.param_groups:
+                    group["lr"] = lr
+                losses.append(self._train_step(net, optimiser, idx, transforms, data, canvas, gen))
+                step += 1
+                if ema is not None:
+                    with torch.no_grad():  # warm-up: plain average over the first steps, then exponential
+                        decay = min(opt.ema_decay, step / (step + 10.0))
+                        for avg, p in zip(ema, net.parameters()):
+                            avg.lerp_(p, 1.0 - decay)
+                if time.perf_counter() - t_start > budget:
+                    break
+                if step % REPLAN_STEPS == 0:
+                    elapsed = time.perf_counter() - t_start
+                    fit_in = step + int(max(0.0, 0.95 * budget - elapsed) // max(elapsed / step, 1e-9))
+                    if min(max_steps, fit_in) != planned:
+                        planned = min(max_steps, fit_in)
+                        logger.info("time budget %.0f s: planning %d steps (%.1f epochs; asked for %d)",
+                                    budget, planned, planned / steps_per_epoch, opt.epochs)
+            if losses:
+                self.history_.append(float(np.mean(losses)))
+                logger.info("epoch %d: loss %.4f, lr %.2e, %.1f s", epoch + 1, self.history_[-1], lr,
+                            time.perf_counter() - t_start)
+            if step >= planned or time.perf_counter() - t_start > budget:
+                break
+        if step < planned:
+            logger.warning("U-Net fit stopped on its time budget (%.0f s) after %d steps, in epoch %d of "
+                           "%.1f planned", budget, step, epoch + 1, planned / steps_per_epoch)
+        self.steps_run_ = step
+        return ema
+
+    def _augment(self, blend, labels, sigma, gain, gen):
+        """Flux and noise augmentation of a batch (see ``flux_augment``, ``noise_augment``).
+
+        Parameters
+        ----------
+        blend : (B, C, H, W) ADU; labels : (B, K, C, H, W) ADU, every galaxy of each
+        blend; sigma : (B, C) ADU; gain : (C,) electrons per ADU (inf: no Poisson
+        term); gen : the torch generator of the training run (CPU).
+
+        Returns
+        -------
+        blend, labels, sigma : the augmented batch (new tensors).
+        """
+        opt = self.options
+        n, k = labels.shape[:2]
+        dev = blend.device
+        lo, hi = opt.flux_augment
+        on = (torch.rand(n, generator=gen) < opt.flux_augment_prob).to(blend.dtype)
+        log_f = lo + (hi - lo) * torch.rand(n, generator=gen)
+        log_f = (log_f[:, None] + opt.flux_jitter * torch.randn(n, k, generator=gen)) * on[:, None]
+        factor = (10.0 ** log_f).to(dev)[..., None, None, None]  # (B, K, 1, 1, 1); 1 when off
+        added = (factor - 1) * labels
+        poisson = (added.clamp(min=0).sum(dim=1) / gain[None, :, None, None]).clamp(min=0).sqrt()
+        blend = blend + added.sum(dim=1) + poisson * torch.randn(blend.shape, generator=gen).to(dev)
+        labels = labels * factor
+        on = (torch.rand(n, generator=gen) < opt.noise_augment_prob).to(blend.dtype)
+        g = torch.exp(math.log(opt.noise_augment) * torch.rand(n, generator=gen) * on).to(dev)  # (B,)
+        extra = sigma * (g * g - 1).clamp(min=0).sqrt()[:, None]
+        blend = blend + extra[..., None, None] * torch.randn(blend.shape, generator=gen).to(dev)
+        return blend, labels, sigma * g[:, None]
+
+    def _train_step(self, net, optimiser, idx, transforms, data, canvas, gen):
         """One optimiser step on the pairs ``idx`` (B, 2); returns the loss."""
         opt = self.options
+        device = data["blend"].device
         bi, ki = idx[:, 0].to(device), idx[:, 1].to(device)
         blend = data["blend"][bi]  # indexing copies: the in-place transforms below are safe
-        target = data["y"][idx[:, 0], idx[:, 1]].to(device)  # (B, C, H, W) ADU
         centers, valid, sig = data["centers"][bi], data["valid"][bi], data["sigma"][bi]
+        rows = torch.arange(len(idx), device=device)
+        if opt.augment:
+            labels = data["y"][idx[:, 0]].to(device)  # (B, K, C, H, W) ADU
+            blend, labels, sig = self._augment(blend, labels, sig, data["gain"], gen)
+            target = labels[rows, ki]
+        else:
+            target = data["y"][idx[:, 0], idx[:, 1]].to(device)  # (B, C, H, W) ADU
         height, width = blend.shape[-2:]
         for t in transforms.unique().tolist():
             if t != 0:
@@ -812,8 +1152,7 @@ class Deblender:
                 blend[sel] = dihedral_images(blend[sel], t)
                 target[sel] = dihedral_images(target[sel], t)
                 centers[sel] = dihedral_centers(centers[sel], t, height, width)
-        pred, _, row0, col0 = self._forward(net, blend, sig, data["psf_w"][bi], centers, valid, ki, canvas)
-        target = shift_crop(target, row0, col0, canvas, canvas)
+        pred = self._forward(net, blend, sig, data["psf_w"][bi], centers, valid, ki, canvas)
         scale = sig.mean(dim=1)[:, None, None, None]  # ADU: a per-blend unit for the relative loss
         loss = relative_l2(pred / scale, target / scale, opt.loss_floor).mean()
         if opt.l1_weight > 0:
@@ -862,9 +1201,8 @@ class Deblender:
                 rest = (_tensor(valid[bi]).to(device), _tensor(ki).to(device), canvas)
                 total = 0.0
                 for t in transforms:  # test-time augmentation: mean over flips/rotations
-                    pred, _, row0, col0 = self._forward(
+                    pred = self._forward(
                         net, dihedral_images(stamps, t), *args, dihedral_centers(cen, t, height, width), *rest)
-                    pred = shift_crop(pred.contiguous(), -row0, -col0, height, width)
                     total = total + dihedral_images_inverse(pred, t)
                 pred = total / len(transforms)
                 if opt.clip_negative:

@@ -30,7 +30,7 @@ def _load_module():
 
 unet = _load_module()
 
-TINY = dict(channels=(4, 8), epochs=1, batch_size=8, max_train_seconds=60.0, num_threads=1)
+TINY = dict(channels=(4, 8), epochs=1, batch_size=8, max_train_seconds=60.0, num_threads=1, pretrained=None)
 
 
 # ------------------------------------------------------------------ synthetic data
@@ -112,7 +112,8 @@ def test_other_parametrisations_fit_and_predict(data, options):
     pred = model.predict(X)
     assert pred.shape == y.shape and pred.dtype == np.float32 and np.all(np.isfinite(pred))
     n_inputs = model._state["down.0.0.weight"].shape[1]
-    assert n_inputs == (3 * 3 + 2 if options.get("use_psf_size", True) else 2 * 3 + 1)
+    # per band: the blend in noise units and in target units, the template share, the PSF width
+    assert n_inputs == (4 * 3 + 2 if options.get("use_psf_size", True) else 3 * 3 + 1)
 
 
 def test_prediction_depends_on_target_center(fitted):

@@ -1,0 +1,162 @@
+"""Invariances built into the U-Net baseline (``submissions/unet/deblender.py``).
+
+* Units: the network sees the blend in units of the noise and of the target's
+  brightness, and predicts in units of the latter, so a blend scaled by ``s`` with
+  its noise sigma scaled by ``s`` gets ``s`` times the prediction.
+* The template share it starts from splits the blend without losing flux.
+* The flux augmentation brightens galaxies and keeps the blend's noise.
+
+Tiny networks and budgets (about a second each).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tests.submissions.test_submission_unet import TINY, FakeBlendSet, make_blends, unet
+
+
+@pytest.fixture(scope="module")
+def data():
+    return make_blends(12, seed=21)
+
+
+@pytest.fixture(scope="module")
+def fitted(data):
+    X, y = data
+    return unet.Deblender(**dict(TINY, epochs=2)).fit(X, y)
+
+
+@pytest.mark.parametrize("s", [1e-3, 7.5, 300.0])
+def test_prediction_scales_with_the_blend_and_its_noise(fitted, s):
+    X, _ = make_blends(5, seed=22)
+    pred = fitted.predict(X)
+    scaled = FakeBlendSet((X.blend * np.float32(s)).astype(np.float32), X.psf,
+                          (X.noise_sigma * np.float32(s)).astype(np.float32), X.centers, X.n_galaxies, X.bands)
+    pred_s = fitted.predict(scaled)
+    assert np.abs(pred).max() > 0
+    np.testing.assert_allclose(pred_s, s * pred, rtol=2e-3, atol=2e-4 * s * float(np.abs(pred).max()))
+
+
+def test_template_shares_add_up_to_the_blend_where_covered():
+    X, _ = make_blends(6, seed=23)
+    k = X.centers.shape[1]
+    valid = torch.from_numpy(np.arange(k)[None, :] < X.n_galaxies[:, None])
+    blend = torch.from_numpy(X.blend)
+    shares = unet.template_shares(blend, torch.from_numpy(X.noise_sigma),
+                                  torch.from_numpy(np.nan_to_num(X.centers)), valid)
+    assert shares.shape == (6, k, 3, 16, 16)
+    assert torch.all(shares[~valid] == 0)
+    total = shares.sum(dim=1)
+    covered = total.abs().sum(dim=1) > 0  # (n, H, W)
+    assert covered.float().mean() > 0.2
+    torch.testing.assert_close(total.permute(0, 2, 3, 1)[covered], blend.permute(0, 2, 3, 1)[covered],
+                               rtol=1e-5, atol=1e-2)
+    assert torch.all(total.permute(0, 2, 3, 1)[~covered] == 0)
+
+
+def test_symmetric_template_of_a_symmetric_galaxy_is_itself_and_caps_a_neighbour():
+    yy, xx = np.mgrid[0:21, 0:21].astype(np.float64)
+    galaxy = 100.0 * np.exp(-((xx - 10) ** 2 + (yy - 10) ** 2) / (2 * 2.0**2))
+    neighbour = 80.0 * np.exp(-((xx - 17) ** 2 + (yy - 10) ** 2) / (2 * 1.0**2))
+    centers = torch.tensor([[[10.0, 10.0]]], dtype=torch.float64)
+    valid = torch.tensor([[True]])
+    alone = unet.symmetric_templates(torch.from_numpy(galaxy)[None], centers, valid, threshold=1.0)[0, 0]
+    expected = np.where(galaxy > 1.0, galaxy, 0.0)
+    np.testing.assert_allclose(alone.numpy(), expected, rtol=1e-12)
+    # a neighbour on one side only: its mirror side is faint, so the template keeps the galaxy there
+    both = unet.symmetric_templates(torch.from_numpy(galaxy + neighbour)[None], centers, valid, threshold=0.01)[0, 0]
+    assert both[10, 17].item() == pytest.approx(galaxy[10, 3] + neighbour[10, 3], rel=1e-9)
+    assert both[10, 17].item() < 0.1 * (galaxy + neighbour)[10, 17]
+    # never brighter outwards along the row from the centre
+    row = both[10, 10:].numpy()
+    assert np.all(np.diff(row) <= 1e-12)
+
+
+def test_flux_augmentation_brightens_galaxies_and_keeps_the_noise():
+    X, y = make_blends(8, seed=24)
+    model = unet.Deblender(**dict(TINY, flux_augment=(1.0, 2.0), flux_augment_prob=1.0, noise_augment_prob=0.0))
+    gen = torch.Generator().manual_seed(0)
+    blend, labels = torch.from_numpy(X.blend), torch.from_numpy(y)
+    sigma = torch.from_numpy(X.noise_sigma)
+    gain = torch.full((3,), float("inf"))
+    out_blend, out_labels, out_sigma = model._augment(blend, labels, sigma, gain, gen)
+    # the noise (blend minus its galaxies) is the same realisation; sigma unchanged
+    torch.testing.assert_close(out_blend - out_labels.sum(dim=1), blend - labels.sum(dim=1), rtol=0, atol=0.5)
+    torch.testing.assert_close(out_sigma, sigma)
+    real = labels.flatten(2).sum(dim=-1) > 0
+    ratio = out_labels.flatten(2).sum(dim=-1)[real] / labels.flatten(2).sum(dim=-1)[real]
+    assert float(ratio.min()) > 10 ** (1.0 - 4 * model.options.flux_jitter)
+    assert float(torch.log10(ratio).mean()) == pytest.approx(1.5, abs=0.3)
+
+
+def test_noise_augmentation_scales_sigma_and_the_added_noise_matches_it():
+    n, c, h = 64, 3, 16
+    model = unet.Deblender(**dict(TINY, flux_augment_prob=0.0, noise_augment=4.0, noise_augment_prob=1.0))
+    blend = torch.zeros(n, c, h, h)
+    sigma = torch.full((n, c), 10.0)
+    labels = torch.zeros(n, 2, c, h, h)
+    out_blend, _, out_sigma = model._augment(blend, labels, sigma, torch.full((c,), float("inf")),
+                                             torch.Generator().manual_seed(1))
+    g = out_sigma[:, 0] / 10.0
+    assert float(g.min()) >= 1.0 and float(g.max()) <= 4.0
+    measured = out_blend.flatten(1).std(dim=1)
+    expected = 10.0 * (g**2 - 1).sqrt()
+    keep = expected > 5
+    torch.testing.assert_close(measured[keep], expected[keep], rtol=0.12, atol=0)
+
+
+def test_estimate_gain_recovers_the_poisson_term():
+    rng = np.random.default_rng(5)
+    gain = np.array([2.0, 0.5, 8.0])
+    sigma = np.full((40, 3), 30.0)
+    y = np.zeros((40, 2, 3, 16, 16))
+    y[:, 0] = rng.uniform(0, 4000, (40, 3, 16, 16))
+    noise = rng.normal(size=y.shape[:1] + y.shape[2:]) * np.sqrt(sigma[..., None, None] ** 2 + y.sum(1) / gain[:, None, None])
+    blend = y.sum(axis=1) + noise
+    np.testing.assert_allclose(unet.estimate_gain(blend, y, sigma), gain, rtol=0.1)
+    assert np.all(np.isinf(unet.estimate_gain(y.sum(1), y, sigma * 0)))  # no noise at all: no source term
+
+
+def test_bad_augmentation_options_are_rejected():
+    with pytest.raises(ValueError, match=r"flux_augment must be \(low, high\) with low <= high, got \(2.0, 1.0\)"):
+        unet.Deblender(flux_augment=(2.0, 1.0))
+    with pytest.raises(ValueError, match=r"noise_augment must be >= 1, got 0.5"):
+        unet.Deblender(noise_augment=0.5)
+    with pytest.raises(ValueError, match=r"flux_augment_prob must be in \[0, 1\], got 1.5"):
+        unet.Deblender(flux_augment_prob=1.5)
+
+
+# ------------------------------------------------------------------ pretrained weights
+def test_fit_starts_from_saved_weights_and_still_trains(fitted, data, tmp_path, monkeypatch, caplog):
+    X, y = data
+    path = tmp_path / "weights.npz"
+    fitted.save_weights(str(path))
+    opts = dict(TINY, epochs=1, pretrained=str(path))
+    # a learning rate of ~0 keeps the weights: the prediction is the saved model's
+    frozen = unet.Deblender(**dict(opts, finetune_lr=1e-12, ema_decay=0.0)).fit(X, y)
+    assert frozen.pretrained_
+    np.testing.assert_allclose(frozen.predict(X), fitted.predict(X), rtol=1e-4, atol=1e-3)
+    tuned = unet.Deblender(**opts).fit(X, y)  # fit trains on the data it is given
+    assert tuned.pretrained_ and tuned.steps_run_ > 0
+    assert not np.array_equal(tuned.predict(X), fitted.predict(X))
+    # other architecture: not used, with a warning; the environment variable can switch them off
+    with caplog.at_level("WARNING", logger="submissions.unet"):
+        other = unet.Deblender(**dict(opts, channels=(4, 4))).fit(X, y)
+    assert not other.pretrained_ and "are for another network" in caplog.text
+    monkeypatch.setenv(unet.PRETRAINED_ENV, "none")
+    assert not unet.Deblender(**opts).fit(X, y).pretrained_
+
+
+def test_shipped_weights_are_small_and_fit_the_default_network():
+    path = Path(unet.__file__).parent / "pretrained.npz"
+    if not path.exists():
+        pytest.skip("no pretrained.npz shipped")
+    assert path.stat().st_size <= 20e6
+    with np.load(path, allow_pickle=False) as saved:
+        meta = json.loads(str(saved["architecture"]))
+    assert meta == unet.Deblender().architecture(meta["n_bands"])
