@@ -7,7 +7,9 @@ folds on validation and test and the bagged test score, the train and predict
 times; then the reference rows (:mod:`deblendkit.report.references`),
 marked and not ranked; per submission the per-fold scores, the score versus
 blendedness and magnitude, a gallery of its deblends next to the truth; the
-data set's provenance (simulation config, seed, package versions).
+data set's provenance (simulation config, seed, package versions); and, when
+given, the blind track's table (detect and deblend, scored by matching; issue
+#17) in a section of its own (:func:`blind_section`).
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ from deblendkit.report.plots import figure_png, gallery_figure, png_data_uri, sc
 from deblendkit.report.results import read_galaxy_table, read_gallery
 from deblendkit.report.table import STATUS_REFERENCE, fmt_pm, fmt_score, fmt_time, rank_text
 
-__all__ = ["render_html"]
+__all__ = ["render_html", "blind_section"]
 
 
 def _attr_value(x: Any) -> str:
@@ -370,9 +372,68 @@ def _ensemble_section(ens: EnsembleSummary, *, images: bool, ref_band: str) -> l
     return parts
 
 
+_BLIND_LABELS = {"blind": "blind", "precision": "precision", "recall": "recall", "f1": "F1",
+                 "unrecognised": "unrecognised", "deblend_matched": "deblend (matched)"}
+_BLIND_NOTE = (
+    "Detect and deblend: no centres, no galaxy counts are given. Per blend, detections are matched to the "
+    "true sources one to one (Hungarian assignment on centre distance within a match radius of the widest "
+    "PSF's FWHM, at least 2 px); blind = sum over true sources of the deblend score of the matched image "
+    "(0 if missed) / (n_true + n_spurious). Recall: matched true sources / true sources; precision: matched "
+    "detections / detections; F1 their harmonic mean; unrecognised: the fraction of true sources missed while "
+    "a detection within their match radius went to a neighbour (unrecognised blends, lower is better); "
+    "deblend (matched): the first track's score over matched sources. Scores on the test blends are mean "
+    "± standard deviation over the CV folds; ranked by the blind score on {rank}.")
+
+
+def _blind_header(scores: Sequence[str]) -> str:
+    cells = ["<th>#</th>", "<th class='text'>submission</th>", "<th class='text'>status</th>",
+             "<th>folds</th>", "<th title='blind, mean over folds on the validation blends'>blind valid</th>"]
+    cells += [f"<th title='{html.escape(s)}, test, mean ± std over folds'>{html.escape(_BLIND_LABELS.get(s, s))}"
+              f" test</th>" for s in scores]
+    cells += ["<th title='blind score of the bagged (first fold) test catalogue'>blind bagged test</th>",
+              "<th>train (s)</th>"]
+    return "<tr>" + "".join(cells) + "</tr>"
+
+
+def blind_section(table: pd.DataFrame) -> list[str]:
+    """The blind track's section: its table (id ``blind-leaderboard``) and what the columns are.
+
+    ``table`` is :func:`deblendkit.report.leaderboard.blind_table`'s; a table without submissions says so.
+    """
+    parts = ['<h2 id="blind">Blind track: detect and deblend</h2>']
+    rank = _RANK_TEXT[table.attrs.get("rank_by", "valid")]
+    parts.append(f'<p class="note">{html.escape(_BLIND_NOTE.format(rank=rank))}</p>')
+    if table.empty:
+        parts.append('<p class="note">No blind submissions found.</p>')
+        return parts
+    names = table.attrs.get("score_names", [])
+    scores = [s for s in ("blind", "precision", "recall", "f1", "unrecognised", "deblend_matched") if s in names]
+    rows = []
+    for _, row in table.iterrows():
+        name = html.escape(str(row["submission"]), quote=True)
+        status = html.escape(str(row["status"])) + (
+            f'<div class="detail">{html.escape(row["detail"])}</div>' if row["detail"] else "")
+        cells = [f"<td>{html.escape(rank_text(row))}</td>", f"<td class='text'>{name}</td>",
+                 f"<td class='text status'>{status}</td>", f"<td>{int(row['n_folds'])}</td>"]
+        if "blind" in names:
+            cells.append(f"<td class='primary'>{fmt_pm(row['blind_valid_mean'], row['blind_valid_std'])}</td>")
+        for s in scores:
+            cls = " class='primary'" if s == "blind" else ""
+            cells.append(f"<td data-col='{s}_test_mean'{cls}>"
+                         f"{fmt_pm(row[f'{s}_test_mean'], row[f'{s}_test_std'])}</td>")
+        if "blind" in names:
+            cells.append(f"<td>{fmt_score(row['blind_bagged_test'])}</td>")
+        cells.append(f"<td>{fmt_time(row['train_time_mean'])}</td>")
+        rows.append(f'<tr class="status-{str(row["status"]).replace(" ", "-")}" data-blind-submission="{name}">'
+                    + "".join(cells) + "</tr>")
+    parts.append('<div class="wrap"><table id="blind-leaderboard"><thead>' + _blind_header(scores)
+                 + "</thead><tbody>\n" + "\n".join(rows) + "\n</tbody></table></div>")
+    return parts
+
+
 def render_html(results: Sequence[SubmissionResults], table: pd.DataFrame, prov: list[dict[str, Any]], *,
                 title: str = "Galaxy deblending leaderboard", images: bool = True, ref_band: str = "r",
-                ensemble: EnsembleSummary | None = None) -> str:
+                ensemble: EnsembleSummary | None = None, blind_table: pd.DataFrame | None = None) -> str:
     """The leaderboard page as one self-contained HTML string.
 
     Parameters
@@ -390,6 +451,9 @@ def render_html(results: Sequence[SubmissionResults], table: pd.DataFrame, prov:
         Band of the magnitudes of the score-versus-magnitude plots.
     ensemble : EnsembleSummary, optional
         The ensemble of the submissions: a section with its contributivities and score versus blendedness.
+    blind_table : DataFrame, optional
+        The blind track's table (:func:`deblendkit.report.leaderboard.blind_table`): its own section
+        (:func:`blind_section`) after the first track's submissions.
     """
     by_name = {r.name: r for r in results}
     parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
@@ -406,6 +470,8 @@ def render_html(results: Sequence[SubmissionResults], table: pd.DataFrame, prov:
     parts.append("<h2>Submissions</h2>")
     for name in names:
         parts.append(_submission_section(by_name[name], per_sub[name], images=images, ref_band=ref_band))
+    if blind_table is not None:
+        parts += blind_section(blind_table)
     parts.append(_provenance_section(prov, results))
     parts.append(f"<script>{_JS}</script></body></html>")
     return "\n".join(parts)
