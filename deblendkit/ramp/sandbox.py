@@ -3,14 +3,16 @@
 A hosted submission is somebody else's code. It runs here in a process that
 can read the Python installation, the kit's package, its own folder and the
 data files it is given, and nothing else of the deployment; it cannot write
-outside a size-limited scratch ``/tmp``; it has no network; its memory, CPU
+outside a size-limited scratch folder (``/scratch``); it has no network; its memory, CPU
 time, processes and file sizes are bounded. It is made from what Linux and
 Debian already have, not from a list of forbidden words:
 
 * ``bwrap`` (bubblewrap, Debian package ``bubblewrap``) builds an empty root
   with read-only binds of ``/usr``, ``/lib``, ``/etc``, the Python prefix, the
   venv, the kit's package, the submission folder and the input files; a
-  ``tmpfs`` of ``scratch_bytes`` on ``/tmp``; new PID, network, IPC and UTS
+  ``tmpfs`` of ``scratch_bytes`` on ``/scratch`` (mode 1777: the only place
+  ``nobody`` may write; ``HOME``, ``TMPDIR`` and ``MPLCONFIGDIR`` point there,
+  and it is the working directory) and an empty read-only ``/tmp``; new PID, network, IPC and UTS
   namespaces (so no process, socket or server of the host is reachable, not
   even 127.0.0.1); ``--die-with-parent`` and ``--new-session``;
 * inside, ``setpriv`` drops to the unprivileged user ``nobody`` (uid 65534, no
@@ -77,7 +79,7 @@ class SandboxLimits:
     file_bytes : int
         Largest file it may write (RLIMIT_FSIZE), bytes.
     scratch_bytes : int
-        Size of its writable ``/tmp`` (tmpfs), bytes.
+        Size of its writable ``/scratch`` (tmpfs), bytes.
     """
 
     memory_bytes: int = 8 * 2**30
@@ -133,9 +135,11 @@ def sandbox_command(argv: list[str], *, submission_dir: str | os.PathLike, data_
     bwrap, setpriv, prlimit = _tool("bwrap"), _tool("setpriv"), _tool("prlimit")
     cmd = [bwrap, "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
            "--die-with-parent", "--new-session", "--clearenv",
-           # the scratch /tmp first: binds of paths under /tmp (a kit cloned there) go on top of it;
-           # mode 1777, or nobody could write there (bwrap makes a tmpfs 0755, owned by root)
-           "--perms", "1777", "--size", str(limits.scratch_bytes), "--tmpfs", "/tmp"]
+           # an empty /tmp first (root's, 0755: not writable inside): binds of paths under /tmp (a kit
+           # cloned there) go on top of it, and no host path under /tmp can be shadowed by a file the
+           # submission writes; the writable scratch is /scratch, 1777 (bwrap makes a tmpfs 0755 root)
+           "--size", str(limits.scratch_bytes), "--tmpfs", "/tmp",
+           "--perms", "1777", "--size", str(limits.scratch_bytes), "--tmpfs", "/scratch"]
     for d in _SYSTEM_DIRS:
         if os.path.exists(d):
             cmd += ["--ro-bind", d, d]
@@ -146,10 +150,10 @@ def sandbox_command(argv: list[str], *, submission_dir: str | os.PathLike, data_
     cmd += _ro(Path(submission_dir).resolve(), INSIDE_SUBMISSION)
     for name, host in sorted(data_files.items()):
         cmd += _ro(Path(host).resolve(), f"{INSIDE_DATA}/{name}")
-    cmd += ["--proc", "/proc", "--dev", "/dev", "--chdir", "/tmp",
-            "--setenv", "HOME", "/tmp", "--setenv", "PATH", "/usr/bin:/bin",
+    cmd += ["--proc", "/proc", "--dev", "/dev", "--chdir", "/scratch",
+            "--setenv", "HOME", "/scratch", "--setenv", "TMPDIR", "/scratch", "--setenv", "PATH", "/usr/bin:/bin",
             "--setenv", "OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "2"),
-            "--setenv", "MPLCONFIGDIR", "/tmp"]
+            "--setenv", "MPLCONFIGDIR", "/scratch"]
     for key, value in sorted((env or {}).items()):
         cmd += ["--setenv", str(key), str(value)]
     cmd += ["--",

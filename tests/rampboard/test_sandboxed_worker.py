@@ -135,15 +135,18 @@ def test_without_bubblewrap_the_worker_refuses_and_runs_nothing(tmp_path):
     assert not (out / "glob_h5" / "training_output").exists()
 
 
-def test_the_sandbox_scratch_tmp_is_writable_by_nobody_and_the_rest_is_not():
-    # matplotlib (scarlet2's import) and torch (the U-Net's compile cache) need a writable /tmp:
-    # bwrap made its tmpfs 0755 root, so both baselines failed in the worker's sandbox
+def test_the_sandbox_scratch_is_writable_by_nobody_and_the_rest_is_not():
+    # matplotlib (scarlet2's import) and torch (the U-Net's compile cache) need a writable place:
+    # bwrap made its tmpfs 0755 root, so both baselines failed in the worker's sandbox. /tmp stays
+    # unwritable (a file written there could pose as a host path under /tmp, e.g. a kit's scores.csv)
     from deblendkit.ramp.sandbox import SandboxLimits, sandbox_command
 
-    script = ("touch /tmp/x && echo tmp-writable; touch /etc/x 2>/dev/null || echo etc-read-only; "
-              "touch /sandbox/submission/x 2>/dev/null || echo submission-read-only; id -u")
+    script = ('touch /scratch/x && echo scratch-writable; touch "$TMPDIR/y" && echo tmpdir-writable; '
+              "touch /tmp/x 2>/dev/null || echo tmp-read-only; touch /etc/x 2>/dev/null || echo etc-read-only; "
+              "touch /sandbox/submission/x 2>/dev/null || echo submission-read-only; id -u; pwd")
     cmd = sandbox_command(["/bin/sh", "-c", script], submission_dir=REPO / "submissions" / "starting_kit",
                           data_files={}, limits=SandboxLimits())
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stderr
-    assert run.stdout.split() == ["tmp-writable", "etc-read-only", "submission-read-only", "65534"]
+    assert run.stdout.split() == ["scratch-writable", "tmpdir-writable", "tmp-read-only", "etc-read-only",
+                                  "submission-read-only", "65534", "/scratch"]
