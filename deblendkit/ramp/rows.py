@@ -26,9 +26,10 @@ from collections.abc import Sequence
 import numpy as np
 
 from deblendkit.errors import ConfigError, PredictionError
+from deblendkit.storage.lazy import H5Array, LazyRows
 
 __all__ = ["PredictionRows", "RowStore", "stored_rows", "scattered_rows", "label_rows", "scratch_dir",
-           "SCRATCH_ENV"]
+           "clear_label_caches", "SCRATCH_ENV"]
 
 #: Environment variable: directory of the scratch files of file-backed predictions
 #: (default: the system's temporary directory).
@@ -213,18 +214,82 @@ class _Stored(PredictionRows):
         return _Gather(self.sample_shape, (self,), np.zeros(len(samples), np.int32), samples)
 
 
-class _Labels(PredictionRows):
-    """The labels of a data file (a :class:`~deblendkit.storage.lazy.LazyRows`), read when indexed."""
+class _LabelCache:
+    """One dataset of a data file, decompressed once into a :class:`RowStore`, a chunk at a time.
 
-    def __init__(self, lazy) -> None:
-        super().__init__(len(lazy), tuple(lazy.shape[1:]), np.ones(len(lazy), bool))
+    Every score type of every step reads the labels again (rampwf scores one
+    score type at a time); reading them from the data file each time would
+    decompress each chunk dozens of times (and a whole chunk for one scattered
+    row). Rows are copied here the first time a row of their chunk is read,
+    checksums verified, and later read back with ``pread`` (page cache, no
+    resident memory). Lives as long as the process (:func:`clear_label_caches`).
+    """
+
+    def __init__(self, array) -> None:
+        self.array = array
+        self.pos = np.full(array.shape[0], -1, np.int64)
+        self.store: RowStore | None = None
+        chunks = getattr(array.source.file[array.name], "chunks", None)
+        self.block = int(chunks[0]) if chunks else 16
+
+    def read(self, rows: np.ndarray) -> np.ndarray:
+        rows = np.asarray(rows, dtype=np.int64)
+        missing = rows[self.pos[rows] < 0]
+        if len(missing):
+            if self.store is None:
+                self.store = RowStore(tuple(self.array.shape[1:]))
+            n, step = len(self.pos), 16 * self.block
+            for a, b in _runs(np.unique(missing // self.block)):
+                for lo in range(a * self.block, min(b * self.block, n), step):
+                    hi = min(lo + step, b * self.block, n)
+                    self.pos[lo:hi] = self.store.n_rows + np.arange(hi - lo)
+                    self.store.append(self.array[lo:hi])
+        return self.store.read(self.pos[rows]) if len(rows) else np.empty((0, *self.array.shape[1:]), np.float32)
+
+
+_LABEL_CACHES: dict[tuple, _LabelCache] = {}
+
+
+def clear_label_caches() -> None:
+    """Forget the decompressed labels (their scratch files are freed)."""
+    _LABEL_CACHES.clear()
+
+
+def _label_cache(array) -> _LabelCache:
+    key = (array.source.path, array.name, os.getpid())
+    if key not in _LABEL_CACHES:
+        _LABEL_CACHES[key] = _LabelCache(array)
+    return _LABEL_CACHES[key]
+
+
+class _Labels(PredictionRows):
+    """The labels of a data file (a :class:`~deblendkit.storage.lazy.LazyRows`), read when indexed.
+
+    Rows of a file-backed LazyRows go through the process's :class:`_LabelCache`
+    of that dataset; any other object with ``subset`` is indexed directly.
+    """
+
+    def __init__(self, lazy, rows: np.ndarray | None = None) -> None:
+        n = len(lazy) if rows is None else len(rows)
+        super().__init__(n, tuple(lazy.shape[1:]), np.ones(n, bool))
         self.lazy = lazy
+        array = getattr(lazy, "array", None)
+        self._cached = rows is not None or (isinstance(lazy, LazyRows) and isinstance(array, H5Array))
+        if self._cached and rows is None:
+            rows = lazy._rows(slice(None))  # dataset rows of the view (LazyRows' own mapping)
+        self.rows = rows
 
     def read(self, samples):
-        return np.asarray(self.lazy[np.asarray(samples, dtype=np.int64)], dtype=np.float32)
+        samples = np.asarray(samples, dtype=np.int64)
+        if self._cached:
+            return _label_cache(self.lazy.array).read(self.rows[samples])
+        return np.asarray(self.lazy[samples], dtype=np.float32)
 
     def take(self, samples):
-        return _Labels(self.lazy.subset(np.asarray(samples, dtype=np.int64)))
+        samples = np.asarray(samples, dtype=np.int64)
+        if self._cached:
+            return _Labels(self.lazy, self.rows[samples])
+        return _Labels(self.lazy.subset(samples))
 
 
 class _Gather(PredictionRows):

@@ -121,6 +121,7 @@ def test_bagging_views_equal_the_in_memory_combine_bit_for_bit(tmp_path):
 def test_scored_batches_are_the_valid_rows_in_order(tmp_path, small_data_dir):
     """Labels read from the data file per batch: the same pairs as y_true[valid], y_pred[valid]."""
     path = small_data_dir / "train.h5"
+    rows_module.clear_label_caches()
     lazy = LazyRows.from_file(path)
     y_true = np.asarray(lazy)
     P = make_predictions_type(max_galaxies=y_true.shape[1], n_bands=y_true.shape[2], stamp_size=y_true.shape[3])
@@ -137,6 +138,13 @@ def test_scored_batches_are_the_valid_rows_in_order(tmp_path, small_data_dir):
     assert valid.sum() == 4 and [len(t) for t, _ in pairs] == [3, 1]  # rows 2, 4, 16, 22 of the fold
     np.testing.assert_array_equal(np.concatenate([t for t, _ in pairs]), y_true[fold][valid])
     np.testing.assert_array_equal(np.concatenate([q for _, q in pairs]), np.asarray(p.y_pred)[valid])
+    # the labels were decompressed once, whole chunks, into the process's cache: a second pass reads none
+    cache = rows_module._label_cache(lazy.array)
+    cached = cache.store.n_rows
+    assert cached >= 4 and cached % cache.block == 0 or cached == n
+    again = list(p.scored_batches(gt, batch_size=3))
+    assert cache.store.n_rows == cached
+    np.testing.assert_array_equal(again[0][0], pairs[0][0])
     empty = P(y_pred=scattered_rows(n, np.array([], int), RowStore(y_true.shape[1:], directory=str(tmp_path))))
     ((t, q),) = empty.scored_batches(P(y_true=lazy))
     assert t.shape == q.shape == (0, *y_true.shape[1:])
