@@ -162,15 +162,39 @@ def make_kit_data(work: str, n_train: int, n_test: int, n_jobs: int) -> str:
     return out
 
 
-def ramp_test_peak(work: str, data_dir: str, *, out_of_core: bool, tag: str) -> dict:
-    """A full ramp-test of the starting kit on ``data_dir`` in a kit of symlinks; peak RSS and scores."""
+FEWER_SCORES = """
+import os
+from deblendkit import ramp as _kit
+
+problem_title = _kit.PROBLEM_TITLE
+workflow = _kit.DeblenderWorkflow()
+get_cv, get_train_data, get_test_data = _kit.get_cv, _kit.get_train_data, _kit.get_test_data
+save_y_pred = _kit.save_y_pred
+_KIT_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def __getattr__(name):
+    value = _kit.problem_attribute(name, _KIT_DIR)
+    return value[:{n}] if name == "score_types" else value
+"""
+
+
+def ramp_test_peak(work: str, data_dir: str, *, out_of_core: bool, tag: str, score_types: int | None) -> dict:
+    """A full ramp-test of the starting kit on ``data_dir`` in a kit of symlinks; peak RSS and scores.
+
+    ``score_types``: keep only the first ones (the kit's problem.py otherwise).
+    """
     kit = os.path.join(work, f"kit_{tag}")
     os.makedirs(kit, exist_ok=True)
     for name, target in (("problem.py", os.path.join(ROOT, "problem.py")),
                          ("submissions", os.path.join(ROOT, "submissions")), ("data", data_dir)):
         link = os.path.join(kit, name)
-        if os.path.islink(link):
+        if os.path.lexists(link):
             os.unlink(link)
+        if name == "problem.py" and score_types:
+            with open(link, "w") as fh:
+                fh.write(FEWER_SCORES.format(n=int(score_types)))
+            continue
         os.symlink(os.path.abspath(target), link)
     scratch = os.path.join(work, f"scratch_{tag}")
     os.makedirs(scratch, exist_ok=True)
@@ -201,13 +225,16 @@ def ramp_main(args) -> list[dict]:
     try:
         for n in sizes:
             data = given.get(str(n)) or make_kit_data(work, n, args.n_test, args.n_jobs)
-            rows.append({"n_train": n, **ramp_test_peak(work, data, out_of_core=True, tag=f"{n}_out_of_core")})
+            rows.append({"n_train": n, **ramp_test_peak(work, data, out_of_core=True, tag=f"{n}_out_of_core",
+                                                        score_types=args.score_types)})
             if args.in_memory_at and n == args.in_memory_at:
-                rows.append({"n_train": n, **ramp_test_peak(work, data, out_of_core=False, tag=f"{n}_in_memory")})
+                rows.append({"n_train": n, **ramp_test_peak(work, data, out_of_core=False, tag=f"{n}_in_memory",
+                                                            score_types=args.score_types)})
     finally:
         if not args.work_dir:
             shutil.rmtree(work, ignore_errors=True)
-    print(f"ramp-test --submission starting_kit, 3 folds + bagging, {args.n_test} test blends; "
+    scores = f"the first {args.score_types} score types" if args.score_types else "all score types"
+    print(f"ramp-test --submission starting_kit, 3 folds + bagging, {args.n_test} test blends, {scores}; "
           "peak RSS of the ramp-test process")
     print(f"{'train blends':>12} {'path':>12} {'peak MB':>9} {'wall s':>8} {'scratch left':>13}  bagged scores")
     for r in rows:
@@ -295,6 +322,8 @@ def main() -> None:
     p.add_argument("--n-test", type=int, default=400, help="test blends (ramp; default %(default)s)")
     p.add_argument("--data-dirs", help="ramp: existing data directories, N=DIR,... (else made)")
     p.add_argument("--in-memory-at", type=int, help="ramp: also run the in-memory path at this size")
+    p.add_argument("--score-types", type=int, help="ramp: keep only the first N score types (1: the primary "
+                                                   "score; the run's cost, not its memory structure, is smaller)")
     p.add_argument("--work-dir", help="ramp/prepare: where data, kits, logs go (default a temporary directory)")
     p.add_argument("--keep", action="store_true", help="prepare: keep the data files")
     p.add_argument("--stamp-size", type=int, default=32, help="score: stamp side (default %(default)s)")
