@@ -84,11 +84,11 @@ def deployment(tmp_path_factory):
         "bash", str(DEPLOY_SH), "up", "--keep-running", "--deploy-dir", str(deploy_dir), "--port", str(port),
         "--n-train", "9", "--n-test", "3", "--n-mini", "4", "--admin-password", PASSWORD,
         "--worker-env", "DEBLEND_UNET_MAX_TRAIN_SECONDS=8", "--worker-env", "DEBLEND_TRAIN_SCORE_BLENDS=2",
-        "--n-workers", "2", "--dispatch-timeout", "1500", "--timeout", "1200",
+        "--n-workers", "2", "--dispatch-timeout", "3000", "--timeout", "2400",
     ] + [arg for a in attacks for arg in ("--extra-submission", str(a))]
     try:
         proc = subprocess.run(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              timeout=2400)
+                              timeout=3600)
         (root / "deploy_output.txt").write_text(proc.stdout)
         if proc.returncode != 0:
             pytest.fail(f"deploy.sh up failed (exit {proc.returncode}):\n{proc.stdout[-6000:]}")
