@@ -72,6 +72,9 @@ def main(argv=None) -> int:
         res = blind_evaluate(y, pred, bands=X.bands, metrics=("flux",))
         summ = blind_summary(res, bands=X.bands)
         out[name] = {k: summ[k] for k in KEYS} | {"seconds": dt}
+        if getattr(model, "train_log", None):  # a learned detector's training: steps, epochs, seconds
+            out[name]["train_log"] = dict(model.train_log)
+            print(f"   training: {model.train_log}")
         out[name]["by_mag"] = breakdown(res, by="mag").to_dict("records")
         out[name]["by_blendedness"] = breakdown(res, by="blendedness").to_dict("records")
         print(f"== {name} ({dt:.0f} s)")
