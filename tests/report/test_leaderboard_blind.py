@@ -7,6 +7,9 @@ times and ``bagged_scores.csv``, with the blind track's score columns).
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -14,6 +17,7 @@ import pandas as pd
 import pytest
 
 from deblendkit.errors import ConfigError
+from deblendkit.ramp.blind_score_types import make_blind_score_types
 from deblendkit.report import leaderboard as LB
 from deblendkit.report.leaderboard import BLIND_DIRECTIONS, blind_table, build, collect_blind
 
@@ -116,8 +120,6 @@ def test_blind_table_ranks_on_blind_with_fold_statistics(kit):
 
 
 def test_blind_directions_agree_with_the_score_types():
-    from deblendkit.ramp.blind_score_types import make_blind_score_types
-
     types = {s.name: s.is_lower_the_better for s in make_blind_score_types(list("ugrizy"))}
     assert {k: types[k] for k in BLIND_DIRECTIONS} == BLIND_DIRECTIONS
 
@@ -160,3 +162,31 @@ def test_empty_blind_folder_says_so(tmp_path):
     (tmp_path / "blind" / "submissions").mkdir(parents=True)
     paths = build(tmp_path / "submissions", tmp_path / "out", references=False, images=False)
     assert "No blind submissions found." in paths["html"].read_text()
+
+
+@pytest.mark.slow
+def test_blind_section_from_a_real_ramp_test(small_data_dir, tmp_path):
+    """``ramp-test --quick-test --save-output`` of sep_detect in a copy of the blind kit, then the board."""
+    repo = Path(__file__).resolve().parents[2]
+    kit = tmp_path / "kit"
+    (kit / "blind" / "submissions" / "sep_detect").mkdir(parents=True)
+    shutil.copy(repo / "blind" / "problem.py", kit / "blind" / "problem.py")
+    shutil.copy(repo / "blind" / "submissions" / "sep_detect" / "detector.py",
+                kit / "blind" / "submissions" / "sep_detect" / "detector.py")
+    (kit / "submissions").symlink_to(repo / "submissions", target_is_directory=True)  # the first track's templates
+    (kit / "blind" / "data").symlink_to(small_data_dir, target_is_directory=True)
+    run = subprocess.run([str(Path(sys.executable).with_name("ramp-test")), "--submission", "sep_detect",
+                          "--quick-test", "--save-output"], capture_output=True, text=True, timeout=900,
+                         cwd=kit / "blind", env={**os.environ, "NO_COLOR": "1"})
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    (kit / "empty").mkdir()
+    paths = build(kit / "empty", tmp_path / "board", references=False, images=False,
+                  blind_dir=kit / "blind" / "submissions")
+    row = pd.read_csv(paths["blind_csv"]).iloc[0]
+    bagged = pd.read_csv(kit / "blind" / "submissions" / "sep_detect" / "training_output" / "bagged_scores.csv")
+    last_test = bagged[bagged["step"] == "test"].sort_values("n_bag").iloc[-1]
+    assert row["submission"] == "sep_detect" and row["status"] == "scored" and row["rank"] == 1
+    assert row["blind_bagged_test"] == pytest.approx(last_test["blind"])
+    # Missed sources are missed: recall + the unrecognised fraction (a subset of the missed) is at most 1.
+    assert 0.0 < row["recall_test_mean"] and row["recall_test_mean"] + row["unrecognised_test_mean"] <= 1.0 + 1e-9
+    assert 'data-blind-submission="sep_detect"' in paths["html"].read_text()
