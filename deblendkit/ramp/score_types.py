@@ -16,9 +16,10 @@ as its absolute value (``abs_flux_bias_r``); the signed value is in
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
+import pandas as pd
 from rampwf.score_types.base import BaseScoreType
 
 from deblendkit.errors import ConfigError
@@ -57,9 +58,16 @@ class _ScoreType(BaseScoreType):
     subsample of the training blends (see :mod:`deblendkit.ramp.workflow`); the other
     rows of ``y_pred`` are NaN and ``valid_indexes`` marks them. Those rows are
     left out of the score, so the "train" score is the score on that subsample.
+
+    File-backed predictions (``DEBLEND_OUT_OF_CORE=1``, see
+    :mod:`deblendkit.ramp.prediction`) are scored batch by batch
+    (:meth:`score_batches` of their ``scored_batches``): memory does not grow
+    with the number of blends, and the score is the same, bit for bit.
     """
 
     def score_function(self, ground_truths, predictions):
+        if getattr(predictions, "is_file_backed", False):
+            return self.score_batches(predictions.scored_batches(ground_truths))
         y_true = ground_truths.y_pred
         y_pred = predictions.y_pred
         self.check_y_pred_dimensions(y_true, y_pred)
@@ -67,6 +75,10 @@ class _ScoreType(BaseScoreType):
         if not valid.all():
             y_true, y_pred = y_true[valid], y_pred[valid]
         return self.__call__(y_true, y_pred)
+
+    def score_batches(self, pairs: Iterable[tuple[np.ndarray, np.ndarray]]) -> float:
+        """The score of the concatenation of (truth, prediction) batches, (n_i, K, C, H, W) each."""
+        raise NotImplementedError
 
 
 class _TableScore(_ScoreType):
@@ -80,8 +92,17 @@ class _TableScore(_ScoreType):
         table = galaxy_table(y_true, y_pred, bands=self.bands, metrics=self.groups, ref_band=self.ref_band)
         return summarize(table, bands=self.bands)
 
+    def _value(self, summary: dict[str, float]) -> float:
+        return float(summary[self.key])
+
     def __call__(self, y_true, y_pred) -> float:
-        return float(self._summary(y_true, y_pred)[self.key])
+        return self._value(self._summary(y_true, y_pred))
+
+    def score_batches(self, pairs) -> float:
+        """:func:`summarize` of the batches' galaxy tables, concatenated."""
+        tables = [galaxy_table(t, p, bands=self.bands, metrics=self.groups, ref_band=self.ref_band)
+                  for t, p in pairs]
+        return self._value(summarize(pd.concat(tables, ignore_index=True), bands=self.bands))
 
 
 class DeblendScore(_ScoreType):
@@ -103,6 +124,11 @@ class DeblendScore(_ScoreType):
     def __call__(self, y_true, y_pred) -> float:
         """Mean primary score of ``y_pred`` against ``y_true``, (n, K, C, H, W) arrays."""
         _, score = deblend_scores(y_true, y_pred)
+        return float(np.mean(score)) if len(score) else math.nan
+
+    def score_batches(self, pairs) -> float:
+        """Mean over the batches' galaxies (the same array as one call's, so the same mean)."""
+        score = np.concatenate([deblend_scores(t, p)[1] for t, p in pairs])
         return float(np.mean(score)) if len(score) else math.nan
 
 
@@ -140,9 +166,9 @@ class AbsFluxBias(_BandScore):
     stat = "flux_bias"
     label = "abs_flux_bias"
 
-    def __call__(self, y_true, y_pred) -> float:
+    def _value(self, summary: dict[str, float]) -> float:
         """``|median dF/F|`` of the band."""
-        return abs(super().__call__(y_true, y_pred))
+        return abs(super()._value(summary))
 
 
 class CatastrophicFluxFraction(_BandScore):

@@ -146,3 +146,14 @@ def test_get_score_cv_bags_with_rampwf(blends):
     assert flux_bags[-1] == pytest.approx(FluxScatter(LSST)(y, expected), rel=1e-5)
     # score_function (rampwf's entry point) reads y_pred of both sides
     assert score.score_function(ground_truth, Predictions(y_pred=y)) == 1.0
+
+
+def test_batched_scores_equal_the_whole_set_scores(blends):
+    """The out-of-core path scores batch by batch: the same value as one call on everything."""
+    y, p = blends
+    batches = [(y[:1], p[:1]), (y[1:3], p[1:3]), (y[3:], p[3:])]
+    for score_type in make_score_types(LSST):
+        whole = score_type(y, p)
+        got = score_type.score_batches(iter(batches))
+        assert got == pytest.approx(whole, rel=1e-12, abs=1e-15) or (math.isnan(got) and math.isnan(whole)), \
+            score_type.name
