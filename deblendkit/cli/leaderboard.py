@@ -42,6 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="compute the reference rows on the first N test blends only (default: all)")
     p.add_argument("--ensemble", metavar="DIR",
                    help="where deblend-ensemble wrote the ensemble (default: ensemble/ beside --submissions)")
+    p.add_argument("--blind-submissions", metavar="DIR",
+                   help="the blind track's submissions, for its section (default: blind/submissions beside "
+                   "--submissions' folder, when there)")
+    p.add_argument("--no-blind", action="store_true", help="leave out the blind track's section")
     p.add_argument("--quiet", action="store_true", help="only errors")
     return p
 
@@ -55,7 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             positive_int("--reference-blends", args.reference_blends)
         paths = build(args.submissions, args.out, data_dir=args.data, title=args.title,
                       rank_by=args.rank_by, images=not args.no_images, references=not args.no_references,
-                      reference_blends=args.reference_blends, ensemble_dir=args.ensemble)
+                      reference_blends=args.reference_blends, ensemble_dir=args.ensemble,
+                      blind_dir=args.blind_submissions, blind=not args.no_blind)
     except DeblendKitError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -190,3 +190,18 @@ def test_blind_section_from_a_real_ramp_test(small_data_dir, tmp_path):
     # Missed sources are missed: recall + the unrecognised fraction (a subset of the missed) is at most 1.
     assert 0.0 < row["recall_test_mean"] and row["recall_test_mean"] + row["unrecognised_test_mean"] <= 1.0 + 1e-9
     assert 'data-blind-submission="sep_detect"' in paths["html"].read_text()
+
+
+def test_cli_flags_for_the_blind_section(kit, tmp_path, capsys):
+    from deblendkit.cli.leaderboard import main
+
+    moved = tmp_path / "elsewhere"
+    (kit / "blind" / "submissions").rename(moved)
+    base = ["--submissions", str(kit / "submissions"), "--data", str(tmp_path / "nodata"), "--no-images",
+            "--no-references", "--quiet"]
+    assert main(base + ["--out", str(tmp_path / "with"), "--blind-submissions", str(moved)]) == 0
+    assert (tmp_path / "with" / "blind_leaderboard.csv").is_file()
+    assert main(base + ["--out", str(tmp_path / "without"), "--blind-submissions", str(moved), "--no-blind"]) == 0
+    assert not (tmp_path / "without" / "blind_leaderboard.csv").exists()
+    assert main(base + ["--out", str(tmp_path / "bad"), "--blind-submissions", str(tmp_path / "nowhere")]) == 2
+    assert "blind submissions directory" in capsys.readouterr().err
