@@ -38,7 +38,7 @@ from typing import Any
 from deblendkit._surveys import Survey, available_surveys, get_survey
 from deblendkit.errors import ConfigError
 
-__all__ = ["SimConfig", "load_config"]
+__all__ = ["SimConfig", "load_config", "scaled_disk_size_zero"]
 
 PSF_MODELS = ("kolmogorov", "moffat")
 NOISE_MODELS = ("gaussian", "none")
@@ -561,3 +561,13 @@ def load_config(path: str) -> SimConfig:
         return SimConfig.from_dict(d)
     except ConfigError as exc:
         raise ConfigError(f"config file {path!r}: {exc}") from None
+
+
+def scaled_disk_size_zero(config: SimConfig, factor: float, *, option: str = "--size-scale") -> float:
+    """``disk_size_zero`` that multiplies the population's median disk sizes by ``factor`` (> 0).
+
+    ConfigError naming ``option`` (the caller's name for the factor) when it is not positive.
+    """
+    if not factor > 0:
+        raise ConfigError(f"{option} must be > 0, got {factor}", value=factor, allowed="> 0")
+    return config.disk_size_zero + math.log(factor)

@@ -18,14 +18,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import math
 import os
 import sys
 import time
 
 import numpy as np
 
-from deblendkit.config import SimConfig, load_config
+from deblendkit.config import SimConfig, load_config, scaled_disk_size_zero
 from deblendkit.errors import ConfigError, DataFileError, DeblendKitError, OutputExistsError
 from deblendkit.generation import SplitResult, StopSignal, dask_client, generate_split
 
@@ -109,10 +108,7 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
     if args.mag_range is not None:
         changes["mag_range"] = tuple(args.mag_range)
     if args.size_scale is not None:
-        if not args.size_scale > 0:
-            raise ConfigError(f"--size-scale must be > 0, got {args.size_scale}", value=args.size_scale,
-                              allowed="> 0")
-        changes["disk_size_zero"] = base.disk_size_zero + math.log(args.size_scale)
+        changes["disk_size_zero"] = scaled_disk_size_zero(base, args.size_scale)
     return base.replace(**changes) if changes else base
 
 

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import os
 import sys
 from collections.abc import Sequence
 
-from deblendkit.config import SimConfig, load_config
+from deblendkit.config import SimConfig, load_config, scaled_disk_size_zero
 from deblendkit.errors import ConfigError, DataFileError, DeblendKitError
 from deblendkit.report.morphology import structure_checks
 from deblendkit.report.realism import Sample, format_report, make_plots, run_checks, sample_from_file, sample_from_sky
@@ -51,10 +50,7 @@ def _sky_config(args: argparse.Namespace) -> SimConfig:
     if args.faint_limit is not None:
         changes["field_faint_limit"] = args.faint_limit
     if args.size_scale is not None:
-        if not args.size_scale > 0:
-            raise ConfigError(f"--size-scale must be > 0, got {args.size_scale}", value=args.size_scale,
-                              allowed="> 0")
-        changes["disk_size_zero"] = config.disk_size_zero + math.log(args.size_scale)
+        changes["disk_size_zero"] = scaled_disk_size_zero(config, args.size_scale)
     return config.replace(**changes) if changes else config
 
 

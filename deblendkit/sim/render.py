@@ -407,8 +407,10 @@ def render_sum(
                              e1_bulge=g_s.e1_bulge, e2_bulge=g_s.e2_bulge)
         phase = (np.exp(-1j * ky[None, :, None] * shift[s, 1, None, None]).astype(np.complex64)
                  * np.exp(-1j * kx[None, None, :] * shift[s, 0, None, None]).astype(np.complex64))
-        bulge_phase = phase * (np.exp(-1j * ky[None, :, None] * g_s.bulge_dy[:, None, None]).astype(np.complex64)
-                               * np.exp(-1j * kx[None, None, :] * g_s.bulge_dx[:, None, None]).astype(np.complex64))
+        bulge_phase = phase
+        if np.any(g_s.bulge_dx) or np.any(g_s.bulge_dy):  # offset bulges (realistic population)
+            bulge_phase = phase * (np.exp(-1j * ky[None, :, None] * g_s.bulge_dy[:, None, None]).astype(np.complex64)
+                                   * np.exp(-1j * kx[None, None, :] * g_s.bulge_dx[:, None, None]).astype(np.complex64))
         g = kb.shape[0]
         # complex x complex matmul: numpy's BLAS path (a real left operand is not)
         acc += np.asarray(flux_bulge[s], np.complex64).T @ (kb.astype(np.float32) * bulge_phase).reshape(g, -1)

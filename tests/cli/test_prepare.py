@@ -135,6 +135,10 @@ def _expect_error(capsys, argv, message):
         (["--chunk-size", "0"], "--chunk-size must be >= 1, got 0"),
         (["--seed", "-1"], "--seed must be >= 0, got -1"),
         (["--splits", "train,valid"], "--splits has unknown split(s) ['valid']"),
+        (["--size-scale", "0"], "--size-scale must be > 0, got 0.0"),
+        (["--mag-range", "25", "19"], "mag_range must satisfy 10.0 <= low <= high <= 35.0, got (25.0, 19.0)"),
+        (["--exposure-fraction", "0"], "exposure_fraction must be > 0, got 0.0"),
+        (["--min-galaxies", "9"], "min_galaxies must be in [1, max_galaxies=6], got 9"),
     ],
 )
 def test_bad_option(tmp_path, capsys, args, message):
