@@ -22,9 +22,10 @@ from deblendkit.deblend import load_split
 from deblendkit.errors import SandboxError
 from deblendkit.ramp import sandbox as sandbox_module
 from deblendkit.ramp.hosted import close_event, make_layout, run_hosted
-from deblendkit.ramp.sandbox import SandboxLimits, check_sandbox
+from deblendkit.ramp.sandbox import SandboxLimits
 from deblendkit.ramp.sandbox_driver import read_inputs
 from deblendkit.ramp.workflow import DeblenderWorkflow
+from tests.helpers.sandbox import SANDBOX_MARKS
 
 ROOT = Path(__file__).resolve().parents[2]
 ATTACKS = sorted(p.name for p in (ROOT / "tests" / "attacks").iterdir() if (p / "deblender.py").is_file())
@@ -32,16 +33,7 @@ LIMITS = SandboxLimits(memory_bytes=3 * 2**30, cpu_seconds=20, wall_seconds=40, 
                        file_bytes=64 * 2**20, scratch_bytes=128 * 2**20)
 
 
-def _sandbox_available() -> bool:
-    try:
-        check_sandbox()
-    except SandboxError:
-        return False
-    return True
-
-
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(not _sandbox_available() and not os.environ.get("CI"),
-                                                   reason="bubblewrap cannot start here (CI installs it)")]
+pytestmark = SANDBOX_MARKS
 
 
 def _sha(path: Path) -> str:

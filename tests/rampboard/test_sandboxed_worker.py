@@ -21,24 +21,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from deblendkit.errors import SandboxError
-from deblendkit.ramp.sandbox import check_sandbox
+from tests.helpers.sandbox import SANDBOX_MARKS
 
 REPO = Path(__file__).resolve().parents[2]
 RAMP_PYTHON = REPO / ".venv-rampboard" / "bin" / "python"
 ATTACKS = ("glob_h5", "open_labels")
 
 
-def _sandbox_available() -> bool:
-    try:
-        check_sandbox()
-    except SandboxError:
-        return False
-    return True
-
-
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(not _sandbox_available() and not os.environ.get("CI"),
-                                                   reason="bubblewrap cannot start here (CI installs it)")]
+pytestmark = SANDBOX_MARKS
 
 WORKER_SCRIPT = """
 import json, sys
