@@ -12,7 +12,7 @@ cd "$(dirname "$0")"
 if ! .venv/bin/python - <<'PY'
 import sys
 from deblendkit.errors import DataFileError
-from deblendkit.storage.files import validate_file
+from deblendkit.storage.reader import validate_file
 try:
     for split in ("train", "test", "train_mini", "test_mini"):
         validate_file(f"data/{split}.h5")
