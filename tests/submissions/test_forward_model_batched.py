@@ -137,3 +137,31 @@ def test_fast_defaults_keep_the_reference_score(small_data_dir):
     new = _scores(fm.Deblender(), Xt, yt, gain)
     assert abs(new.mean() - ref.mean()) < 0.02
     assert np.median(np.abs(new - ref)) < 0.01
+
+
+def test_predictions_do_not_depend_on_the_number_of_threads(small_data_dir):
+    """The groups of blends are the same for any thread count: identical bytes, 1 or 3 threads.
+
+    A read batch of 5 (blends of several galaxy counts in several read
+    batches) and groups of 2, so that groups of more than one read batch are
+    in flight at once.
+    """
+    Xt, _ = load_split(small_data_dir / "test.h5")
+    Xt = Xt[:11]
+    preds = []
+    for n_threads in (1, 3):
+        deb = fm.Deblender(n_threads=n_threads, batch_size=2, max_iter=40)
+        deb.read_batch = 5
+        assert deb.threads() == n_threads
+        preds.append(deb.predict(Xt))
+    assert preds[0].shape == (11, Xt.max_galaxies) + np.shape(Xt.blend)[1:]
+    assert np.isfinite(preds[0]).all() and preds[0].any()
+    np.testing.assert_array_equal(preds[0], preds[1])
+
+
+def test_thread_count_is_validated():
+    with pytest.raises(ValueError, match=r"n_threads must be a positive integer or None, got 0"):
+        fm.Deblender(n_threads=0)
+    with pytest.raises(ValueError, match=r"n_threads must be a positive integer or None, got 1.5"):
+        fm.Deblender(n_threads=1.5)
+    assert 1 <= fm.Deblender().threads() <= fm.Deblender.max_threads
