@@ -13,7 +13,7 @@ from deblendkit.sim.survey import get_survey
 
 __all__ = ["VERSIONED_PACKAGES", "package_versions", "created_time", "split_attrs"]
 
-VERSIONED_PACKAGES = ("deblendkit", "galsim", "numpy", "h5py", "surveycodex", "astropy")
+VERSIONED_PACKAGES = ("deblendkit", "galsim", "numpy", "h5py", "deflate", "surveycodex", "astropy")
 """The packages whose versions shape the data (recorded in files and chunk manifests)."""
 
 

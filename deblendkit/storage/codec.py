@@ -8,14 +8,21 @@ produces the *same format* faster, and writes it with
 ``H5Dwrite_chunk`` (h5py's ``write_direct_chunk``):
 
 - shuffle: a byte transpose of the chunk's elements (numpy);
-- deflate: zlib-format stream from ISA-L (``isal``, ~7x faster than zlib at
-  level 1 on these data, same size) or, without it, the standard ``zlib``;
+- deflate: zlib-format stream from libdeflate (the ``deflate`` package, ~2.6x
+  faster than zlib at level 1 on these data, same size) or, without it, the
+  standard ``zlib``;
 - fletcher32: HDF5's Fletcher checksum of the compressed bytes, appended
   little-endian (:func:`fletcher32`).
 
 Readers see ordinary gzip + shuffle + fletcher32 datasets; HDF5 verifies the
-checksum and inflates on read. The output bytes depend only on the data and the
-level (deterministic, whatever the process).
+checksum and inflates on read. The output bytes depend only on the data, the
+level and the libdeflate version (recorded in every file's ``versions``).
+
+Not ISA-L, although it is ~3x faster again: its level-1 stream for the same
+input was found to depend on the process (one chunk of a 120-blend file came
+out with other, equally valid, bytes in 1 run out of 30, and in a resumed run
+of ``tests/generation/test_no_orphans.py``), which breaks "same seed, same
+bytes". libdeflate's output is a pure function of the input and the level.
 """
 from __future__ import annotations
 
@@ -24,15 +31,22 @@ import zlib
 import h5py
 import numpy as np
 
-try:  # ISA-L's deflate: same zlib format, several times faster
-    from isal import isal_zlib as _deflate
-except ImportError:  # pragma: no cover - isal is in requirements.txt
-    _deflate = zlib
+try:  # libdeflate: same zlib format, deterministic, several times faster than zlib
+    import deflate as _libdeflate
+except ImportError:  # pragma: no cover - deflate is in requirements.txt
+    _libdeflate = None
 
 __all__ = ["fletcher32", "encode_chunk", "decode_chunk", "write_rows", "DEFLATE_BACKEND"]
 
-DEFLATE_BACKEND = "isal" if _deflate is not zlib else "zlib"
-"""Which library deflates the chunks (``isal`` or the standard ``zlib``)."""
+DEFLATE_BACKEND = "libdeflate" if _libdeflate is not None else "zlib"
+"""Which library deflates the chunks (``libdeflate`` or the standard ``zlib``)."""
+
+
+def _compress(data: bytes, level: int) -> bytes:
+    """A zlib-format stream of ``data`` at ``level``."""
+    if _libdeflate is not None:
+        return _libdeflate.zlib_compress(data, level)
+    return zlib.compress(data, level)  # pragma: no cover - deflate is in requirements.txt
 
 
 def fletcher32(data: bytes) -> int:
@@ -72,7 +86,7 @@ def encode_chunk(chunk: np.ndarray, level: int) -> bytes:
     raw = arr.reshape(-1).view(np.uint8)
     if size > 1:
         raw = raw.reshape(-1, size).T  # shuffle: all first bytes, then all second bytes...
-    body = _deflate.compress(np.ascontiguousarray(raw).tobytes(), level)
+    body = _compress(np.ascontiguousarray(raw).tobytes(), level)
     return body + fletcher32(body).to_bytes(4, "little")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -16,6 +17,7 @@ from deblendkit.generation import SplitResult, chunk_bounds, chunk_store, genera
 from deblendkit.sim.modes import simulate_scene
 from deblendkit.storage import PER_BLEND_DATASETS, read_dataset
 
+ROOT = Path(__file__).resolve().parents[2]
 CONFIG = SimConfig(stamp_size=32, psf_size=15, edge_margin=6, max_galaxies=4)
 N = 10
 
@@ -105,6 +107,10 @@ def test_summary_and_attributes(reference_file):
     assert attrs["survey"] == "LSST"
     versions = attrs["versions"] if isinstance(attrs["versions"], dict) else json.loads(attrs["versions"])
     assert {"galsim", "numpy", "h5py", "surveycodex"} <= set(versions)
+    # the compressor shapes the bytes too: its version is the one requirements.txt pins
+    pins = dict(line.split("#")[0].strip().split("==") for line in
+                (ROOT / "requirements.txt").read_text().splitlines() if "==" in line.split("#")[0])
+    assert versions["deflate"] == pins["deflate"]
 
 
 def test_chunked_per_blend_and_compressed(reference_file):

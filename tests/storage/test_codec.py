@@ -1,4 +1,6 @@
 """Our chunk encoder writes what HDF5's own filter pipeline would read back."""
+import subprocess
+import sys
 import zlib
 
 import h5py
@@ -82,3 +84,28 @@ def test_other_layouts_fall_back_to_hdf5s_own_filters(tmp_path):
         codec.write_rows(lzf, 1, data[1:])
         np.testing.assert_array_equal(plain[:], data)
         np.testing.assert_array_equal(lzf[1:], data[1:])
+
+
+_ENCODE_IN_A_FRESH_PROCESS = """
+import hashlib, os, sys
+import numpy as np
+from deblendkit.storage import codec
+noise = [os.urandom(1000 + 7919 * i) for i in range(int(sys.argv[1]))]  # another heap history
+rng = np.random.default_rng(3)
+digest = hashlib.sha256()
+for i in range(60):
+    shape = [(3, 9, 9), (6, 48, 48), (2, 6, 48, 48)][i % 3]
+    row = rng.normal(size=shape).astype(np.float32) * (rng.random(shape) < 0.3)  # sparse, like a PSF wing
+    digest.update(codec.encode_chunk(row, 1))
+print(codec.DEFLATE_BACKEND, digest.hexdigest())
+"""
+
+
+def test_encoded_chunks_are_the_same_bytes_in_every_process():
+    # ISA-L's stream for the same chunk once differed between processes (#18 session 6): the
+    # encoding must be a pure function of the data and the level, whatever the process did before.
+    outs = {subprocess.run([sys.executable, "-c", _ENCODE_IN_A_FRESH_PROCESS, str(n)], check=True,
+                           capture_output=True, text=True).stdout.strip() for n in (0, 5, 40)}
+    assert len(outs) == 1, outs
+    assert outs.pop().startswith("libdeflate ")
+
