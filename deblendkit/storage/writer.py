@@ -38,6 +38,7 @@ from deblendkit.storage.schema import (
     dataset_shapes,
     truth_dtype,
 )
+from deblendkit.storage.truth_spill import TruthSpill
 
 __all__ = ["DatasetWriter", "write_rows_file", "remove_stale_temp_files", "GZIP_LEVEL", "LIBVER"]
 
@@ -194,7 +195,9 @@ class DatasetWriter:
         self.tmp_path = self.path.parent / f".{self.path.name}.{os.getpid()}.tmp"
         self._file: h5py.File | None = None
         self._written = np.zeros(self.n_blends, dtype=bool)
-        self._truth_parts: list[np.ndarray] = []
+        # the truth rows wait on disk, not in memory, until the table is written at the end
+        self._truth = TruthSpill(self.path.parent / f".{self.path.name}.{os.getpid()}.truth.tmp",
+                                 dtype=self.truth_dtype, max_galaxies=self.max_galaxies)
 
     # -- setup ------------------------------------------------------------
     def _check_attrs(self, attrs: Mapping[str, Any]) -> dict[str, Any]:
@@ -366,7 +369,7 @@ class DatasetWriter:
             raise DataFileError(
                 f"writing rows [{start}, {stop}) of {self.tmp_path} failed: {exc}"
             ) from exc
-        self._truth_parts.append(truth)
+        self._truth.append(truth)
         self._written[start:stop] = True
 
     def _check_unwritten(self, start: int, stop: int) -> None:
@@ -448,12 +451,13 @@ class DatasetWriter:
                         did.write_direct_chunk((start + i,) + tail, chunk, mask)
             except H5_ERRORS as exc:
                 raise DataFileError(f"copying the rows of {path} into {self.tmp_path} failed: {exc}") from exc
-        self._truth_parts.append(truth)
+        self._truth.append(truth)
         self._written[start:start + n] = True
         return truth
 
     # -- finishing --------------------------------------------------------
     def _abort(self) -> None:
+        self._truth.close()
         if self._file is not None:
             try:
                 self._file.close()
@@ -473,28 +477,23 @@ class DatasetWriter:
                 f"{self.path} was not written: only {self.n_blends - missing.size} of "
                 f"{self.n_blends} blend rows were written (first missing row {int(missing[0])})"
             )
-        if self._truth_parts:
-            truth = np.concatenate(self._truth_parts)
-        else:  # pragma: no cover - n_blends >= 1 always gives a part
-            truth = np.empty(0, dtype=self.truth_dtype)
-        # The parts are released, and the rows sorted only when they are not in
-        # order already (rows copied chunk by chunk in order are): at 10^5 blends
-        # the table is ~0.1 GB, and each copy of it counts in the peak memory.
-        self._truth_parts = []
-        key = truth["blend_index"].astype(np.int64) * (self.max_galaxies + 1) + truth["slot"]
-        if np.any(key[1:] < key[:-1]):
-            truth = truth[np.lexsort((truth["slot"], truth["blend_index"]))]
+        n_truth = self._truth.n_rows
         try:
-            self._file.create_dataset(
+            table = self._file.create_dataset(
                 "truth",
-                data=truth,
+                shape=(n_truth,),
+                dtype=self.truth_dtype,
                 maxshape=(None,),
-                chunks=(max(1, min(len(truth), _TRUTH_CHUNK_ROWS)),),
+                chunks=(max(1, min(n_truth, _TRUTH_CHUNK_ROWS)),),
                 compression="gzip",
                 compression_opts=GZIP_LEVEL,
                 shuffle=True,
                 fletcher32=True,
             )
+            # sorted by (blend_index, slot); streamed from the spill file, a block at a time
+            for first, rows in self._truth.blocks():
+                table[first:first + len(rows)] = rows
+            self._truth.close()
             self._file.flush()
             self._file.close()
             self._file = None
@@ -518,7 +517,7 @@ class DatasetWriter:
             "wrote %s: %d blends, %d truth rows, %.1f MB",
             self.path,
             self.n_blends,
-            len(truth),
+            n_truth,
             self.path.stat().st_size / 1e6,
         )
 
@@ -538,8 +537,8 @@ def remove_stale_temp_files(path: str | os.PathLike) -> list[Path]:
     """Remove the temporary files that killed writers of ``path`` left behind.
 
     A :class:`DatasetWriter` killed by a signal it cannot handle (SIGKILL, power
-    loss) leaves ``.<name>.<pid>.tmp`` next to ``path`` and never a partial
-    ``path``. This removes those whose process no longer runs on this machine;
+    loss) leaves ``.<name>.<pid>.tmp`` (and its truth rows, ``.<name>.<pid>.truth.tmp``)
+    next to ``path`` and never a partial ``path``. This removes those whose process no longer runs on this machine;
     a temporary file of a live process is left alone.
 
     Parameters
@@ -563,7 +562,7 @@ def remove_stale_temp_files(path: str | os.PathLike) -> list[Path]:
         name = entry.name
         if not (name.startswith(prefix) and name.endswith(".tmp")):
             continue
-        pid_text = name[len(prefix): -len(".tmp")]
+        pid_text = name[len(prefix): -len(".tmp")].removesuffix(".truth")  # the data or its truth rows
         if not pid_text.isdigit() or _pid_alive(int(pid_text)):
             continue
         try:

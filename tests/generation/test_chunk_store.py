@@ -13,7 +13,15 @@ import pytest
 from deblendkit.cli.prepare_data import main
 from deblendkit.config import SimConfig
 from deblendkit.errors import ConfigError, OutputExistsError
-from deblendkit.generation import ChunkStore, chunk_bounds, chunk_store, dask_client, generate_split, simulate_to_store
+from deblendkit.generation import (
+    ChunkStore,
+    chunk_bounds,
+    chunk_store,
+    dask_client,
+    generate_split,
+    local_pool,
+    simulate_to_store,
+)
 from deblendkit.generation.chunks import simulate_chunk
 from deblendkit.storage import DATASETS, DatasetWriter, write_rows_file
 
@@ -333,3 +341,20 @@ def test_copy_rows_refuses_rows_that_do_not_fit(config, tmp_path):
     with pytest.raises(ConfigError, match=f"isolated image of blend {i} slot 2 is not zero"):
         write_rows_file(tmp_path / "bad.h5", 0, bands=config.simulated_bands, max_galaxies=3, arrays=bad,
                         truth_rows=chunk.truth)
+
+
+def test_the_pool_is_renewed_every_window_and_the_bytes_stay_the_same(config, tmp_path, reference, monkeypatch):
+    """Fresh workers every ``CHUNKS_PER_WORKER`` chunks per worker (their memory stays flat in a
+    long run): 4 chunks in windows of 2 take two pools, and give the reference's bytes."""
+    pools = []
+
+    class Counting(local_pool.ProcessPoolExecutor):
+        def __init__(self, *args, **kwargs):
+            pools.append(kwargs["max_workers"])
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(local_pool, "CHUNKS_PER_WORKER", 1)
+    monkeypatch.setattr(local_pool, "ProcessPoolExecutor", Counting)
+    out = make(config, tmp_path / "windows.h5", n_jobs=2)
+    assert out.chunks == 4 and pools == [2, 2]
+    assert sha256(tmp_path / "windows.h5") == sha256(reference)
