@@ -61,7 +61,7 @@ from deblendkit.ramp.sandbox import (
     check_sandbox,
     run_command_in_sandbox,
 )
-from deblendkit.ramp.workflow import _n_train_score, train_score_rows
+from deblendkit.ramp.workflow import n_train_score, train_score_rows
 from deblendkit.storage import INPUT_DATASETS
 from deblendkit.storage.attrs import store_attr
 
@@ -158,7 +158,7 @@ class SandboxedWorkflow:
         n = len(X)
         train_is = np.arange(n) if train_is is None else np.asarray(train_is)
         valid_is = np.setdiff1d(np.arange(n), train_is)  # the kit's CV is a K-fold: validation = the rest
-        rows = train_score_rows(train_is, valid_is, _n_train_score())
+        rows = train_score_rows(train_is, valid_is, n_train_score())
         fold_train = write_blends(self.scratch / "fold_train.h5", X[train_is],
                                   y.subset(train_is) if hasattr(y, "subset") else np.asarray(y)[train_is])
         predict_inputs = write_blends(self.scratch / "predict_inputs.h5", X[rows])

@@ -86,7 +86,7 @@ from deblendkit.ramp.problem import out_of_core
 from deblendkit.ramp.rows import RowStore, scattered_rows, stored_rows
 
 __all__ = ["DeblenderWorkflow", "TRAIN_SCORE_BLENDS", "NEGATIVE_FLUX_SIGMA", "PREDICT_BATCH_BLENDS",
-           "train_score_rows", "time_budget_from_env", "step_time_budget", "check_flux"]
+           "n_train_score", "train_score_rows", "time_budget_from_env", "step_time_budget", "check_flux"]
 
 log = logging.getLogger(__name__)
 
@@ -223,7 +223,15 @@ def check_flux(y_pred: np.ndarray, X, *, n_sigma: float = NEGATIVE_FLUX_SIGMA) -
             )
 
 
-def _n_train_score() -> int | None:
+def n_train_score() -> int | None:
+    """Training blends scored per fold (``DEBLEND_TRAIN_SCORE_BLENDS``: an integer >= 0, or
+    ``"all"`` for None; default :data:`TRAIN_SCORE_BLENDS`).
+
+    Raises
+    ------
+    SubmissionError
+        The variable is set to something else.
+    """
     raw = os.environ.get("DEBLEND_TRAIN_SCORE_BLENDS", str(TRAIN_SCORE_BLENDS)).strip().lower()
     if raw == "all":
         return None
@@ -362,12 +370,12 @@ class DeblenderWorkflow:
         (module doc), file-backed PredictionRows of that shape instead.
         """
         if out_of_core():
-            rows = np.arange(len(X)) if fold is None else train_score_rows(*fold, _n_train_score())
+            rows = np.arange(len(X)) if fold is None else train_score_rows(*fold, n_train_score())
             return self._predict_to_scratch(trained_model, X, rows)
         if fold is None:
             return self.predict(trained_model, X)
         train_is, valid_is = fold
-        rows = train_score_rows(train_is, valid_is, _n_train_score())
+        rows = train_score_rows(train_is, valid_is, n_train_score())
         if len(rows) == len(X):
             return self.predict(trained_model, X)
         part = self.predict(trained_model, X[rows])
