@@ -42,6 +42,10 @@ __all__ = ["fft_size_for", "wrap_factor", "render_galaxies", "component_profiles
 #: ignored. At 8.7e-4 the peak-pixel error measured 7e-5 (tests/sim/test_render.py bounds it).
 ALIAS_THRESHOLD = 2e-3
 
+#: Spectrum values (source x band x k-pixel) rendered at once: 1e6 (8 MB per complex64
+#: array) keeps a scene with a large FFT grid from holding every source's spectra together.
+SPECTRUM_BUDGET = 1_000_000
+
 
 def fft_size_for(stamp_size: int, hlr_bulge_max: float, hlr_disk_max: float, pixel_scale: float) -> int:
     """FFT grid size (pixels) for a stamp and the largest half-light radii (arcsec).
@@ -240,28 +244,40 @@ def render_galaxies(
         # Folding must act on the product galaxy x PSF, not on each factor.
         return _render_wrapped(comps, positions, psfs, stamp_size, pixel_scale, n, m, dk)
 
-    transfer = psf_transfer(tuple(psfs), n, pixel_scale)
+    transfer = psf_transfer(tuple(psfs), n, pixel_scale).astype(np.float32)
     # Single precision from here: float32 keeps ~1e-7 relative accuracy, far
     # below the 1e-3 / 3e-4 tolerances, and halves the FFT time.
     f32 = np.float32
-    spec = None
+    terms = []  # (unit k-images (K, 1, N, nh) of one component, its fluxes (K, C))
     for profiles, flux in comps:
         if all(p is None for p in profiles):
             continue
         k = np.stack([_k_image(p, n, dk) for p in profiles])  # (K, N, nh), real or complex
-        k = k.astype(np.complex64 if np.iscomplexobj(k) else f32)[:, None]
-        term = np.asarray(flux, f32)[:, :, None, None] * k
-        spec = term if spec is None else _iadd(spec, term)
-    if spec is None:
-        spec = np.zeros((n_gal, n_band, n, n // 2 + 1), f32)
-    spec = spec * transfer.astype(f32)[None]
+        terms.append((k.astype(np.complex64 if np.iscomplexobj(k) else f32)[:, None], np.asarray(flux, f32)))
 
     c0 = stamp_size // 2
     shift = (np.asarray(positions, dtype=float) - c0) * pixel_scale  # arcsec, (K, 2)
-    phase = (np.exp(-1j * ky[None, :, None] * shift[:, 1, None, None])
-             * np.exp(-1j * kx[None, None, :] * shift[:, 0, None, None])).astype(np.complex64)
     idx = (np.arange(stamp_size) - c0) % n
-    return irfft2_window(spec * phase[:, None], n, idx).astype(np.float64)
+    # The memory layout the inverse FFT of all sources at once gives (band fastest, then
+    # source, row, column): sums over the result (the truth's snr) depend on it.
+    out = np.empty((stamp_size, stamp_size, n_gal, n_band)).transpose(2, 3, 1, 0)
+    # Sources a few at a time: each is rendered alone, so the groups give the same
+    # values, and a scene with a large FFT grid (a big galaxy) does not hold the
+    # (K, C, N, nh) spectra of all its sources at once.
+    step = max(1, int(SPECTRUM_BUDGET // (n_band * n * (n // 2 + 1))))
+    for a in range(0, n_gal, step):
+        b = min(n_gal, a + step)
+        spec = None
+        for k, flux in terms:
+            term = flux[a:b, :, None, None] * k[a:b]
+            spec = term if spec is None else _iadd(spec, term)
+        if spec is None:
+            spec = np.zeros((b - a, n_band, n, n // 2 + 1), f32)
+        spec = spec * transfer[None]
+        phase = (np.exp(-1j * ky[None, :, None] * shift[a:b, 1, None, None])
+                 * np.exp(-1j * kx[None, None, :] * shift[a:b, 0, None, None])).astype(np.complex64)
+        out[a:b] = irfft2_window(spec * phase[:, None], n, idx)
+    return out
 
 
 def _iadd(spec: np.ndarray, term: np.ndarray) -> np.ndarray:

@@ -338,3 +338,28 @@ def test_render_sum_equals_the_sum_of_render_galaxies(field_config):
     np.testing.assert_allclose(got, ref, atol=1e-5 * ref.max())
     empty = render.render_sum(galaxies=g.take([]), flux_bulge=fb[:0], flux_disk=fd[:0], **kw)
     assert empty.shape == (3, 48, 48) and not empty.any()
+
+
+@pytest.mark.parametrize("index", [0, 3, 1182])  # 1182: a 2.6" disk, a 512-pixel FFT grid
+def test_sources_rendered_a_few_at_a_time_give_the_same_bytes_and_layout(monkeypatch, index):
+    """``SPECTRUM_BUDGET`` bounds how many sources' spectra are held at once (memory of a scene
+    with a large FFT grid); each source is rendered alone, so any grouping gives the same values,
+    in the same memory layout (the truth's snr sums over it)."""
+    cfg = SimConfig()
+    p = scene_parameters(cfg, seed=0, split="train", index=index)
+    g = p.galaxies
+    bulges, disks, knots = render.source_profiles(g)
+    kw = dict(bulges=bulges, disks=disks, knots=knots, flux_bulge=p.flux_bulge, flux_disk=p.flux_disk,
+              flux_knots=p.flux_knots, positions=p.positions, psfs=p.psfs, stamp_size=cfg.stamp_size,
+              pixel_scale=cfg.pixel_scale,
+              fft_size=render.fft_size_for(cfg.stamp_size, float(g.hlr_bulge.max()), float(g.hlr_disk.max()),
+                                           cfg.pixel_scale))
+    out = {}
+    for budget in (1e30, 1):  # all sources at once; one source at a time
+        monkeypatch.setattr(render, "SPECTRUM_BUDGET", budget)
+        out[budget] = render.render_galaxies(**kw)
+    whole, single = out[1e30], out[1]
+    assert whole.shape == (len(g), len(cfg.simulated_bands), cfg.stamp_size, cfg.stamp_size)
+    assert whole.tobytes() == single.tobytes() and whole.strides == single.strides
+    assert (np.einsum("kchw,kchw->k", whole, whole).tobytes()
+            == np.einsum("kchw,kchw->k", single, single).tobytes())
