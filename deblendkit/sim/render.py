@@ -258,26 +258,30 @@ def render_galaxies(
     c0 = stamp_size // 2
     shift = (np.asarray(positions, dtype=float) - c0) * pixel_scale  # arcsec, (K, 2)
     idx = (np.arange(stamp_size) - c0) % n
-    # The memory layout the inverse FFT of all sources at once gives (band fastest, then
-    # source, row, column): sums over the result (the truth's snr) depend on it.
+    # The layout one inverse FFT of all sources gives (band fastest, column slowest): the
+    # truth's snr sums over it. Sources a few at a time (each is rendered alone: same values).
     out = np.empty((stamp_size, stamp_size, n_gal, n_band)).transpose(2, 3, 1, 0)
-    # Sources a few at a time: each is rendered alone, so the groups give the same
-    # values, and a scene with a large FFT grid (a big galaxy) does not hold the
-    # (K, C, N, nh) spectra of all its sources at once.
     step = max(1, int(SPECTRUM_BUDGET // (n_band * n * (n // 2 + 1))))
     for a in range(0, n_gal, step):
         b = min(n_gal, a + step)
-        spec = None
-        for k, flux in terms:
-            term = flux[a:b, :, None, None] * k[a:b]
-            spec = term if spec is None else _iadd(spec, term)
-        if spec is None:
-            spec = np.zeros((b - a, n_band, n, n // 2 + 1), f32)
-        spec = spec * transfer[None]
-        phase = (np.exp(-1j * ky[None, :, None] * shift[a:b, 1, None, None])
-                 * np.exp(-1j * kx[None, None, :] * shift[a:b, 0, None, None])).astype(np.complex64)
-        out[a:b] = irfft2_window(spec * phase[:, None], n, idx)
+        out[a:b] = _render_group(terms, slice(a, b), transfer, shift[a:b], kx, ky, n, idx)
     return out
+
+
+def _render_group(terms, rows: slice, transfer, shift, kx, ky, n: int, idx) -> np.ndarray:
+    """Stamps (g, C, H, W) float32 of the sources ``rows``: sum of the components' spectra,
+    times the PSF transfer and the shift phases, inverse FFT on the stamp's window.
+    """
+    spec = None
+    for k, flux in terms:
+        term = flux[rows, :, None, None] * k[rows]
+        spec = term if spec is None else _iadd(spec, term)
+    if spec is None:
+        spec = np.zeros((len(shift), transfer.shape[0], n, n // 2 + 1), np.float32)
+    spec = spec * transfer[None]
+    phase = (np.exp(-1j * ky[None, :, None] * shift[:, 1, None, None])
+             * np.exp(-1j * kx[None, None, :] * shift[:, 0, None, None])).astype(np.complex64)
+    return irfft2_window(spec * phase[:, None], n, idx)
 
 
 def _iadd(spec: np.ndarray, term: np.ndarray) -> np.ndarray:
