@@ -61,11 +61,11 @@ class TruthSpill:
         rows = np.ascontiguousarray(rows, dtype=self.dtype)
         if len(rows) == 0:
             return
-        keys = self._keys(rows)
-        if self.in_order and (np.any(keys[1:] < keys[:-1])
-                              or (self._last_key is not None and keys[0] < self._last_key)):
-            self.in_order = False
-        self._last_key = int(keys[-1]) if self._last_key is None else max(self._last_key, int(keys[-1]))
+        if self.in_order:  # once out of order, the table is sorted at the end: no more checks
+            keys = self._keys(rows)
+            self.in_order = not (np.any(keys[1:] < keys[:-1])
+                                 or (self._last_key is not None and keys[0] < self._last_key))
+            self._last_key = int(keys[-1])
         try:
             if self._fh is None:
                 self._fh = open(self.path, "w+b", buffering=0)  # on disk at once, not in a buffer
@@ -91,8 +91,7 @@ class TruthSpill:
         if self.n_rows == 0:
             return
         block_rows = BLOCK_ROWS if block_rows is None else int(block_rows)
-        try:
-            self._fh.flush()
+        try:  # the file is unbuffered: every row appended is there to read
             if not self.in_order:
                 rows = self._read(0, self.n_rows)
                 rows = rows[np.lexsort((rows["slot"], rows["blend_index"]))]

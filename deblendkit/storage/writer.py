@@ -196,7 +196,7 @@ class DatasetWriter:
         self._file: h5py.File | None = None
         self._written = np.zeros(self.n_blends, dtype=bool)
         # the truth rows wait on disk, not in memory, until the table is written at the end
-        self._truth = TruthSpill(self.path.parent / f".{self.path.name}.{os.getpid()}.truth.tmp",
+        self._truth = TruthSpill(self.tmp_path.with_suffix(".truth.tmp"),
                                  dtype=self.truth_dtype, max_galaxies=self.max_galaxies)
 
     # -- setup ------------------------------------------------------------
@@ -538,8 +538,8 @@ def remove_stale_temp_files(path: str | os.PathLike) -> list[Path]:
 
     A :class:`DatasetWriter` killed by a signal it cannot handle (SIGKILL, power
     loss) leaves ``.<name>.<pid>.tmp`` (and its truth rows, ``.<name>.<pid>.truth.tmp``)
-    next to ``path`` and never a partial ``path``. This removes those whose process no longer runs on this machine;
-    a temporary file of a live process is left alone.
+    next to ``path`` and never a partial ``path``. This removes those whose process
+    no longer runs on this machine; a temporary file of a live process is left alone.
 
     Parameters
     ----------
