@@ -8,7 +8,9 @@ Three modes, each printing the ratio of the peaks at two sizes measured in the s
   :mod:`deblendkit.ramp.prediction`) at ``--sizes`` training blends and
   ``--n-test`` test blends; peak RSS of the ``ramp-test`` process
   (``ru_maxrss`` from ``wait4``). ``--in-memory-at N`` also runs the in-memory
-  path at size N for reference. The data are made with ``prepare_data.py``
+  path at size N for reference, and the ratio of the paths ``ramp-test`` picks
+  by itself (``DEBLEND_OUT_OF_CORE`` unset, see
+  :func:`deblendkit.ramp.problem.out_of_core`). The data are made with ``prepare_data.py``
   unless ``--data-dirs N=DIR,...`` gives them. Goal: ratio <= 1.3, peak < 6 GB.
 * ``--mode score``: the out-of-core scorer ``python -m deblendkit.cli.score``
   against an in-memory scoring, on files of ``--sizes`` blends
@@ -245,7 +247,25 @@ def ramp_main(args) -> list[dict]:
     a, b = ooc[0], ooc[-1]
     print(f"ratio {b['n_train']}/{a['n_train']} training blends, out of core: {b['peak_mb'] / a['peak_mb']:.2f} "
           f"(goal <= 1.3; peak {b['peak_mb'] / 1024:.2f} GB, goal < 6)")
+    _print_default_path(rows)
     return rows
+
+
+def _print_default_path(rows: list[dict]) -> None:
+    """The ratio a user gets with ``DEBLEND_OUT_OF_CORE`` unset: each size on the path ``auto`` picks."""
+    from deblendkit.ramp.problem import AUTO_OUT_OF_CORE_TRAIN_BLENDS as auto_from
+
+    def picked(n):
+        want = "out_of_core" if n >= auto_from else "in_memory"
+        return next((r for r in rows if r["n_train"] == n and r["tag"].endswith(want)), None)
+
+    sizes = sorted({r["n_train"] for r in rows})
+    a, b = picked(sizes[0]), picked(sizes[-1])
+    if a is None or b is None or a is b:
+        return
+    print(f"default path (variable unset: out of core from {auto_from} training blends): "
+          f"{b['n_train']} / {a['n_train']} training blends {b['peak_mb']:.0f} / {a['peak_mb']:.0f} MB, "
+          f"ratio {b['peak_mb'] / a['peak_mb']:.2f}")
 
 
 # ---------------------------------------------------------------------------

@@ -19,7 +19,9 @@ loaded (:func:`data_dir_in_use`), or from the kit's own ``data/`` when nothing
 was loaded yet. ``ramp-test`` reads the data before it touches either, so a
 kit whose own ``data/`` is stale or absent works with data elsewhere.
 
-Out-of-core mode: with the environment variable ``DEBLEND_OUT_OF_CORE=1``,
+Out-of-core mode: automatic from :data:`AUTO_OUT_OF_CORE_TRAIN_BLENDS` training
+blends, or forced on or off with the environment variable ``DEBLEND_OUT_OF_CORE``
+(``1`` / ``0``; see :func:`out_of_core`). In it,
 :func:`get_train_data` / :func:`get_test_data` read nothing up front: ``X`` is a
 file-backed :class:`~deblendkit.deblend.blendset.BlendSet` (each batch or subset reads its
 rows on access) and ``y`` a :class:`~deblendkit.storage.lazy.LazyRows` of the
@@ -30,8 +32,8 @@ kit's workflow and prediction type also keep ``ramp-test``'s memory flat in the
 data size (measured: 1.00x from 1,600 to 20,000 training blends, see
 ``benchmarks/README.md``): the predictions are file-backed rows holding only the
 rows that are scored, and the labels are read per fold, for those rows
-(:mod:`deblendkit.ramp.prediction`). Without it (the default, fastest on the
-default data), rampwf keeps each fold's predictions of the whole training and test
+(:mod:`deblendkit.ramp.prediction`). Without it (the default data's case, the
+fastest there), rampwf keeps each fold's predictions of the whole training and test
 sets in memory for the scores and the CV bagging. Score data sets larger than
 memory outside ``ramp-test`` with :func:`deblendkit.scoring.out_of_core.score_file`
 (``python -m deblendkit.cli.score``).
@@ -74,15 +76,45 @@ def split_path(path: str, split: str) -> str:
     return os.path.join(path, "data", name)
 
 
-def out_of_core() -> bool:
-    """True when ``DEBLEND_OUT_OF_CORE`` is set to 1/true/yes/on (see module doc)."""
+#: Training blends from which ``ramp-test`` runs out of core when
+#: ``DEBLEND_OUT_OF_CORE`` is unset or ``auto``. The in-memory path peaks at
+#: 4.2 GB with the default 1,600 training and 400 test blends (48 x 48 pixels,
+#: 6 bands, 6 slots) and grows by about 1 MB per training blend: two copies of
+#: its predictions and its labels, 331 kB each (~20 GB at 20,000; out of core
+#: 0.8 GB there, ``benchmarks/README.md``). Both paths print the same scores
+#: (tested), so the switch only trades speed for memory.
+AUTO_OUT_OF_CORE_TRAIN_BLENDS = 4000
+
+
+def _train_blends(directory: str) -> int:
+    """Blends in the training file of ``directory`` (of the current mode); 0 when there is none."""
+    f = split_path(directory, "train")
+    return validate_file(f).n_blends if os.path.exists(f) else 0
+
+
+def out_of_core(path: str | None = None) -> bool:
+    """Whether ``ramp-test`` runs out of core (see module doc).
+
+    ``DEBLEND_OUT_OF_CORE`` 1/true/yes/on: always; 0/false/no/off: never; unset or
+    ``auto``: when the training file of ``path`` (default: the data directory in
+    use, :func:`data_dir_in_use`) holds at least
+    :data:`AUTO_OUT_OF_CORE_TRAIN_BLENDS` blends.
+
+    Raises
+    ------
+    ConfigError
+        Any other value of ``DEBLEND_OUT_OF_CORE``.
+    """
     raw = os.environ.get("DEBLEND_OUT_OF_CORE", "").strip().lower()
-    if raw in ("", "0", "false", "no", "off"):
+    if raw in ("", "auto"):
+        directory = path if path is not None else data_dir_in_use()
+        return directory is not None and _train_blends(directory) >= AUTO_OUT_OF_CORE_TRAIN_BLENDS
+    if raw in ("0", "false", "no", "off"):
         return False
     if raw in ("1", "true", "yes", "on"):
         return True
-    raise ConfigError(f"DEBLEND_OUT_OF_CORE must be 1 or 0 (true/false, yes/no, on/off), got {raw!r}",
-                      value=raw, allowed=("1", "0", "true", "false", "yes", "no", "on", "off"))
+    raise ConfigError(f"DEBLEND_OUT_OF_CORE must be 1 or 0 (true/false, yes/no, on/off) or auto, got {raw!r}",
+                      value=raw, allowed=("1", "0", "true", "false", "yes", "no", "on", "off", "auto"))
 
 
 def load_lazy(path: str):
@@ -122,7 +154,7 @@ def _load(path: str, split: str):
             f"data file {f} does not exist; make the data first with `python prepare_data.py` "
             f"(in {os.path.abspath(path)})"
         )
-    data = load_lazy(f) if out_of_core() else load_split(f)
+    data = load_lazy(f) if out_of_core(path) else load_split(f)
     _DataDirInUse.path = os.path.abspath(path)
     return data
 

@@ -177,6 +177,40 @@ def _ramp_test(kit: Path) -> str:
     return buffer.getvalue()
 
 
+def _kit_with_data(tmp_path, small_data_dir) -> Path:
+    kit = tmp_path / "kit"
+    kit.mkdir()
+    (kit / "data").symlink_to(small_data_dir, target_is_directory=True)
+    return kit
+
+
+def test_out_of_core_is_automatic_from_the_training_set_size(tmp_path, small_data_dir, monkeypatch):
+    """Unset or ``auto``: out of core from AUTO_OUT_OF_CORE_TRAIN_BLENDS training blends (24 here)."""
+    kit = str(_kit_with_data(tmp_path, small_data_dir))
+    monkeypatch.delenv("RAMP_TEST_MODE", raising=False)
+    monkeypatch.delenv("DEBLEND_OUT_OF_CORE", raising=False)
+    assert ramp_problem.AUTO_OUT_OF_CORE_TRAIN_BLENDS > 24
+    assert not ramp_problem.out_of_core(kit)
+    _, y = ramp_problem.get_train_data(kit)
+    assert isinstance(y, np.ndarray) and y.shape[0] == 24
+    monkeypatch.setattr(ramp_problem, "AUTO_OUT_OF_CORE_TRAIN_BLENDS", 24)
+    for value in (None, "auto", " AUTO "):
+        if value is not None:
+            monkeypatch.setenv("DEBLEND_OUT_OF_CORE", value)
+        assert ramp_problem.out_of_core(kit)
+        X, y = ramp_problem.get_train_data(kit)
+        assert isinstance(y, LazyRows) and len(y) == 24 and len(X) == 24
+        assert ramp_problem.out_of_core()  # the workflow's question: the data directory in use
+    monkeypatch.setenv("DEBLEND_OUT_OF_CORE", "0")  # forced off whatever the size
+    assert not ramp_problem.out_of_core(kit)
+    monkeypatch.setattr(ramp_problem, "AUTO_OUT_OF_CORE_TRAIN_BLENDS", 25)
+    monkeypatch.setenv("DEBLEND_OUT_OF_CORE", "1")  # forced on whatever the size
+    assert ramp_problem.out_of_core(kit)
+    monkeypatch.setenv("DEBLEND_OUT_OF_CORE", "")
+    assert not ramp_problem.out_of_core(kit)
+    assert not ramp_problem.out_of_core(str(tmp_path / "no-such-kit"))  # no training file: in memory
+
+
 @pytest.mark.slow
 def test_ramp_test_out_of_core_prints_the_in_memory_scores(tmp_path, small_data_dir, monkeypatch):
     """A full ramp-test (3 folds, bagging) of the starting kit: identical printed scores; scratch stays empty."""
@@ -201,8 +235,10 @@ def test_ramp_test_out_of_core_prints_the_in_memory_scores(tmp_path, small_data_
             assert os.listdir(scratch) == []
 
     monkeypatch.setattr(workflow_module, "RowStore", CountedStore)
-    monkeypatch.setenv("DEBLEND_OUT_OF_CORE", "1")
-    assert ramp_problem.out_of_core()
+    # automatic, as a user with a large training set gets it: no variable set
+    monkeypatch.delenv("DEBLEND_OUT_OF_CORE")
+    monkeypatch.setattr(ramp_problem, "AUTO_OUT_OF_CORE_TRAIN_BLENDS", 24)
+    assert ramp_problem.out_of_core(str(kit))
     out_of_core = _ramp_test(kit)
     assert len(stores) == 6  # 3 folds x (training rows, test set): the file-backed path ran
     # per fold: 8 validation + 4 training rows, and the 12 test blends
