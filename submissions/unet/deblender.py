@@ -47,6 +47,15 @@ is there and fits the network (remade by ``submissions/unet/pretrain.py`` from a
 stated seed), then trains on the data it is given; ``DEBLEND_UNET_PRETRAINED=none``
 trains from scratch.
 
+On the forward model (``prior="forward_model"``, not the default): the forward-model
+baseline fits every galaxy first (inside the training budget: ~90 s of the 660 for
+1,600 blends), the network gets the target's fitted model and the blend minus all
+models as inputs and predicts a correction, ``prior + A * z`` in the window and the
+prior outside it, starting at ~0. Trained alone on an idle machine it led the
+board on the primary score (benchmarks/README.md, "U-Net on the forward model"),
+not on flux scatter. It needs ``../forward_model/deblender.py`` (the kit's layout);
+the hosted sandbox binds only a submission's own folder, where ``fit`` fails saying so.
+
 Time: training is bounded by ``epochs`` and by a wall-clock budget,
 ``max_train_seconds``; the environment variable ``DEBLEND_UNET_MAX_TRAIN_SECONDS``
 replaces it, ``ramp-test --quick-test`` (``RAMP_TEST_MODE``) caps it at
@@ -66,6 +75,7 @@ only (and the standard library).
 import contextlib
 import dataclasses
 import importlib
+import importlib.util
 import io
 import json
 import logging
@@ -184,6 +194,14 @@ class UNetOptions:
     template_residual : bool
         With ``template``: predict ``share + A * z`` in the window and the share outside
         it (otherwise ``A * z`` in the window, zero outside).
+    prior : str or None
+        ``"forward_model"``: every galaxy's model fitted by the forward-model
+        baseline (``submissions/forward_model``, its default options; ~0.1 s per
+        blend) is given to the network (the target's model and the blend minus all
+        models, in units of ``A``) and is the base of the prediction: ``prior + A *
+        z`` in the window, the prior outside it. The network starts at the forward
+        model's solution (its last layer starts at ~0) and learns what the
+        symmetric, monotonic profiles miss (knots, asymmetry). ``None``: no prior.
     noise_input : str
         How the network sees the noise: ``"arcsinh"``, the blend in units of the noise
         (``arcsinh(x / (a sigma))`` per band); ``"level"``, one constant channel per band,
@@ -252,6 +270,7 @@ class UNetOptions:
     augment: bool = True
     template: bool = True
     template_residual: bool = False
+    prior: str | None = None
     noise_input: str = "level"
     flux_augment: tuple = (0.0, 2.0)
     flux_jitter: float = 0.3
@@ -312,6 +331,8 @@ class UNetOptions:
             raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
         if self.noise_input not in ("arcsinh", "level"):
             raise ValueError(f"noise_input must be 'arcsinh' or 'level', got {self.noise_input!r}")
+        if self.prior not in (None, "forward_model"):
+            raise ValueError(f"prior must be None or 'forward_model', got {self.prior!r}")
         if self.output not in ("scaled", "arcsinh"):
             raise ValueError(f"output must be 'scaled' or 'arcsinh', got {self.output!r}")
         if self.device not in ("auto", "cpu", "cuda"):
@@ -358,6 +379,26 @@ class UNetOptions:
         if step_budget is not None:
             value = min(value, 0.8 * step_budget)
         return value
+
+
+def forward_model_module():
+    """The forward-model submission's module (``../forward_model/deblender.py``), for ``prior``.
+
+    Loaded afresh at each call (a few ms; not cached, so that a trained model stays
+    picklable by value, as rampwf's cloudpickle does).
+
+    Raises
+    ------
+    FileNotFoundError
+        The forward-model submission is not beside this one.
+    """
+    path = pathlib.Path(__file__).resolve().parent.parent / "forward_model" / "deblender.py"
+    if not path.is_file():
+        raise FileNotFoundError(f"prior='forward_model' needs the forward-model submission at {path}")
+    spec = importlib.util.spec_from_file_location("unet_prior_forward_model", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _env_seconds(name: str) -> float | None:
@@ -838,6 +879,7 @@ class Deblender:
         self._meta = None  # dict: n_bands, bands
         self._net = None  # cached nn.Module, rebuilt from _state (not pickled)
         self.gain_ = None  # (C,) electrons per ADU, measured by fit (for the flux augmentation)
+        self.prior_gain_ = None  # (C,) the forward-model prior's gain (``prior``), measured by fit
         self.history_ = []  # mean training loss per epoch
 
     def __getstate__(self):
@@ -879,9 +921,9 @@ class Deblender:
 
     def _build_net(self, n_bands):
         opt = self.options
-        per_band = 2 + int(opt.use_psf_size) + int(opt.template)
+        per_band = 2 + int(opt.use_psf_size) + int(opt.template) + 2 * int(opt.prior is not None)
         net = UNet(per_band * n_bands + (2 if opt.use_other_centers else 1), n_bands, opt.channels)
-        if opt.template and opt.template_residual:  # the residual starts at ~0: the template share
+        if (opt.template and opt.template_residual) or opt.prior:  # the residual starts at ~0
             with torch.no_grad():
                 net.head.weight.mul_(0.01)
                 net.head.bias.zero_()
@@ -892,6 +934,7 @@ class Deblender:
         opt = self.options
         return {"version": WEIGHTS_VERSION, "n_bands": int(n_bands), "channels": list(opt.channels),
                 "template": opt.template, "template_residual": opt.template_residual,
+                **({"prior": opt.prior} if opt.prior else {}),  # weights made before it stay usable
                 "noise_input": opt.noise_input, "use_psf_size": opt.use_psf_size,
                 "use_other_centers": opt.use_other_centers, "output": opt.output,
                 "arcsinh_scale": opt.arcsinh_scale, "center_sigma": opt.center_sigma}
@@ -931,14 +974,15 @@ class Deblender:
         tmp.write_bytes(buffer.getvalue())
         os.replace(tmp, path)  # atomic: readers see the old file or the new one
 
-    def _forward(self, net, blend, sigma, psf_w, centers, valid, target, canvas):
+    def _forward(self, net, blend, sigma, psf_w, centers, valid, target, canvas, prior=None):
         """Predicted images of the targets, in the whole stamp.
 
         Parameters
         ----------
         blend : (B, C, H, W) ADU; sigma : (B, C) ADU; psf_w : (B, C) or (B, 0) PSF
         widths, pixels; centers : (B, K, 2) pixels;
-        valid : (B, K) bool; target : (B,) slot of the target; canvas : window side, pixels.
+        valid : (B, K) bool; target : (B,) slot of the target; canvas : window side, pixels;
+        prior : (B, K, C, H, W) ADU, every galaxy's forward-model fit (``prior`` option), or None.
 
         Returns
         -------
@@ -972,12 +1016,20 @@ class Deblender:
         if opt.template:
             share = template_shares(blend, sigma, centers, valid)[rows, target.long()]  # (B, C, H, W)
             parts.append(torch.asinh(shift_crop(share, row0, col0, canvas, canvas) / amp))
+        base = None
+        if prior is not None:
+            base = prior[rows, target.long()]  # (B, C, H, W): the target's fitted model
+            rest = blend - prior.sum(dim=1)  # what the models leave of the blend (noise, knots, ...)
+            parts.append(torch.asinh(shift_crop(base, row0, col0, canvas, canvas) / amp))
+            parts.append(torch.asinh(shift_crop(rest, row0, col0, canvas, canvas) / amp))
         z = net(torch.cat(parts, dim=1).contiguous(memory_format=torch.channels_last))
         if opt.output == "scaled":
             pred = amp * z
         else:
             pred = from_network_space(torch.clamp(z, -12.0, 12.0), sigma, opt.arcsinh_scale)
         pred = shift_crop(pred.contiguous(), -row0, -col0, height, width)
+        if base is not None:
+            return pred + base
         return pred + share if opt.template_residual and share is not None else pred
 
     # ------------------------------------------------------------------ fit
@@ -1006,6 +1058,11 @@ class Deblender:
         n_transforms = N_DIHEDRAL if height == width else 1
         canvas = opt.canvas_for(height, width)
         t_start = time.perf_counter()
+        prior = None
+        if opt.prior:  # inside the budget: the forward model's fits of the training blends
+            self.prior_gain_ = forward_model_module().Deblender().fit(X, y).gain_
+            prior = self._prior(X)
+            logger.info("U-Net fit: forward-model prior of %d blends in %.0f s", n, time.perf_counter() - t_start)
 
         with _torch_settings(n_threads, opt.deterministic):
             with torch.random.fork_rng(devices=[]):
@@ -1021,6 +1078,7 @@ class Deblender:
                 "valid": _tensor(valid).to(device),
                 "y": _tensor(y),  # stays on the host; batches are moved
                 "gain": torch.from_numpy(self.gain_).to(device),
+                "prior": None if prior is None else _tensor(prior),  # stays on the host
             }
             data["blend"] = _tensor(blend).to(device)
             logger.info(
@@ -1100,7 +1158,7 @@ class Deblender:
         self.steps_run_ = step
         return ema
 
-    def _augment(self, blend, labels, sigma, gain, gen):
+    def _augment(self, blend, labels, sigma, gain, gen, prior=None):
         """Flux and noise augmentation of a batch (see ``flux_augment``, ``noise_augment``).
 
         Parameters
@@ -1111,7 +1169,8 @@ class Deblender:
 
         Returns
         -------
-        blend, labels, sigma : the augmented batch (new tensors).
+        blend, labels, sigma : the augmented batch (new tensors); and ``prior``
+        (B, K, C, H, W) scaled by the same factors as the labels, when given.
         """
         opt = self.options
         n, k = labels.shape[:2]
@@ -1125,10 +1184,14 @@ class Deblender:
         poisson = (added.clamp(min=0).sum(dim=1) / gain[None, :, None, None]).clamp(min=0).sqrt()
         blend = blend + added.sum(dim=1) + poisson * torch.randn(blend.shape, generator=gen).to(dev)
         labels = labels * factor
+        if prior is not None:  # the fits of the brightened galaxies, to first order
+            prior = prior * factor
         on = (torch.rand(n, generator=gen) < opt.noise_augment_prob).to(blend.dtype)
         g = torch.exp(math.log(opt.noise_augment) * torch.rand(n, generator=gen) * on).to(dev)  # (B,)
         extra = sigma * (g * g - 1).clamp(min=0).sqrt()[:, None]
         blend = blend + extra[..., None, None] * torch.randn(blend.shape, generator=gen).to(dev)
+        if prior is not None:
+            return blend, labels, sigma * g[:, None], prior
         return blend, labels, sigma * g[:, None]
 
     def _train_step(self, net, optimiser, idx, transforms, data, canvas, gen):
@@ -1139,9 +1202,13 @@ class Deblender:
         blend = data["blend"][bi]  # indexing copies: the in-place transforms below are safe
         centers, valid, sig = data["centers"][bi], data["valid"][bi], data["sigma"][bi]
         rows = torch.arange(len(idx), device=device)
+        prior = None if data["prior"] is None else data["prior"][idx[:, 0]].to(device)  # (B, K, C, H, W)
         if opt.augment:
             labels = data["y"][idx[:, 0]].to(device)  # (B, K, C, H, W) ADU
-            blend, labels, sig = self._augment(blend, labels, sig, data["gain"], gen)
+            if prior is None:
+                blend, labels, sig = self._augment(blend, labels, sig, data["gain"], gen)
+            else:
+                blend, labels, sig, prior = self._augment(blend, labels, sig, data["gain"], gen, prior)
             target = labels[rows, ki]
         else:
             target = data["y"][idx[:, 0], idx[:, 1]].to(device)  # (B, C, H, W) ADU
@@ -1152,7 +1219,9 @@ class Deblender:
                 blend[sel] = dihedral_images(blend[sel], t)
                 target[sel] = dihedral_images(target[sel], t)
                 centers[sel] = dihedral_centers(centers[sel], t, height, width)
-        pred = self._forward(net, blend, sig, data["psf_w"][bi], centers, valid, ki, canvas)
+                if prior is not None:
+                    prior[sel] = dihedral_images(prior[sel], t)
+        pred = self._forward(net, blend, sig, data["psf_w"][bi], centers, valid, ki, canvas, prior)
         scale = sig.mean(dim=1)[:, None, None, None]  # ADU: a per-blend unit for the relative loss
         loss = relative_l2(pred / scale, target / scale, opt.loss_floor).mean()
         if opt.l1_weight > 0:
@@ -1162,6 +1231,12 @@ class Deblender:
         loss.backward()
         optimiser.step()
         return float(loss.detach())
+
+    def _prior(self, X) -> np.ndarray:
+        """(n, K, C, H, W) float32 ADU: the forward model's fit of every galaxy of ``X``."""
+        model = forward_model_module().Deblender()
+        model.gain_ = self.prior_gain_
+        return np.asarray(model.predict(X), dtype=np.float32)
 
     # ------------------------------------------------------------------ predict
     def _network(self, device):
@@ -1191,6 +1266,7 @@ class Deblender:
         n_threads = opt.num_threads or min(8, _available_cpus())
         canvas = opt.canvas_for(height, width)
         transforms = range(opt.tta if height == width else 1)
+        prior = self._prior(X) if opt.prior else None
         with _torch_settings(n_threads, opt.deterministic), torch.no_grad():
             net = self._network(device)
             for start in range(0, len(pairs), opt.predict_batch_size):
@@ -1199,10 +1275,12 @@ class Deblender:
                 cen = _tensor(centers[bi]).to(device)
                 args = (_tensor(sigma[bi]).to(device), _tensor(psf_w[bi]).to(device))
                 rest = (_tensor(valid[bi]).to(device), _tensor(ki).to(device), canvas)
+                base = None if prior is None else _tensor(prior[bi]).to(device)
                 total = 0.0
                 for t in transforms:  # test-time augmentation: mean over flips/rotations
                     pred = self._forward(
-                        net, dihedral_images(stamps, t), *args, dihedral_centers(cen, t, height, width), *rest)
+                        net, dihedral_images(stamps, t), *args, dihedral_centers(cen, t, height, width), *rest,
+                        None if base is None else dihedral_images(base, t))
                     total = total + dihedral_images_inverse(pred, t)
                 pred = total / len(transforms)
                 if opt.clip_negative:

@@ -50,6 +50,10 @@ class FakeBlendSet:
         return FakeBlendSet(self.blend[idx], self.psf[idx], self.noise_sigma[idx], self.centers[idx],
                             self.n_galaxies[idx], self.bands)
 
+    def batches(self, size):
+        for lo in range(0, len(self), size):
+            yield self[lo:lo + size]
+
 
 def make_blends(n, *, size=16, k_max=3, n_bands=3, seed=0, k_min=1):
     """``(X, y)``: n blends of ``k_min..k_max`` galaxies, ``size`` x ``size`` pixels, ADU."""

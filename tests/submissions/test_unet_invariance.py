@@ -5,6 +5,9 @@
   its noise sigma scaled by ``s`` gets ``s`` times the prediction.
 * The template share it starts from splits the blend without losing flux.
 * The flux augmentation brightens galaxies and keeps the blend's noise.
+* With the forward-model prior the network starts at the forward model's fit
+  (its last layer starts at ~0) and the augmentation brightens the prior with
+  the galaxies.
 
 Tiny networks and budgets (about a second each).
 """
@@ -13,6 +16,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import cloudpickle
 import numpy as np
 import pytest
 import torch
@@ -160,3 +164,36 @@ def test_shipped_weights_are_small_and_fit_the_default_network():
     with np.load(path, allow_pickle=False) as saved:
         meta = json.loads(str(saved["architecture"]))
     assert meta == unet.Deblender().architecture(meta["n_bands"])
+
+
+# ------------------------------------------------------------------ forward-model prior
+def test_with_the_forward_model_prior_the_network_starts_at_the_forward_models_fit():
+    X, y = make_blends(6, seed=31)
+    model = unet.Deblender(**dict(TINY, prior="forward_model", lr=1e-12, ema_decay=0.0, tta=1))
+    pred = model.fit(X, y).predict(X)
+    fm = unet.forward_model_module().Deblender()
+    fm.gain_ = model.prior_gain_
+    prior = fm.predict(X)
+    assert pred.shape == prior.shape == y.shape
+    real = y.reshape(len(y), y.shape[1], -1).sum(axis=-1) > 0
+    assert np.all(pred[~real] == 0)
+    diff = np.linalg.norm((pred - prior)[real].reshape(real.sum(), -1), axis=1)
+    size = np.linalg.norm(prior[real].reshape(real.sum(), -1), axis=1)
+    assert float(np.max(diff / size)) < 0.05  # the untrained correction is small against the prior
+    again = cloudpickle.loads(cloudpickle.dumps(model))  # as rampwf keeps a trained model
+    np.testing.assert_array_equal(again.predict(X), pred)
+
+
+def test_the_prior_is_brightened_with_its_galaxies():
+    X, y = make_blends(8, seed=32)
+    model = unet.Deblender(**dict(TINY, flux_augment=(1.0, 2.0), flux_augment_prob=1.0, noise_augment_prob=0.0))
+    labels = torch.from_numpy(y)
+    out = model._augment(torch.from_numpy(X.blend), labels, torch.from_numpy(X.noise_sigma),
+                         torch.full((3,), float("inf")), torch.Generator().manual_seed(0), prior=0.5 * labels)
+    assert len(out) == 4
+    torch.testing.assert_close(out[3], 0.5 * out[1])  # the same factor per galaxy as the labels
+
+
+def test_bad_prior_is_rejected():
+    with pytest.raises(ValueError, match="prior must be None or 'forward_model', got 'scarlet2'"):
+        unet.Deblender(prior="scarlet2")
