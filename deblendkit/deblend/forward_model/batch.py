@@ -144,6 +144,29 @@ def _iteration(st: _Active, options: FitOptions) -> tuple[np.ndarray, np.ndarray
     return da, ds
 
 
+def _iterate(st: _Active, res: BatchFitResult, options: FitOptions) -> None:
+    """:func:`fit_blends`' iterations: each blend's ``sed``, ``morphology``, ``n_iter``, ``converged`` into ``res``.
+
+    A blend's fields are recorded when it converges (or after ``max_iter``);
+    the arrays of ``st`` are compacted once an eighth of them are done.
+    """
+    for it in range(1, options.max_iter + 1):
+        da, ds = _iteration(st, options)
+        done = st.live & (da < options.e_rel) & (ds < options.e_rel)
+        if done.any():
+            ids = st.ids[done]
+            res.sed[ids], res.morphology[ids] = st.a[done], st.s[done]
+            res.n_iter[ids], res.converged[ids] = it, True
+            st.live = st.live & ~done
+            n_dead = len(st.live) - int(st.live.sum())
+            if n_dead == len(st.live):
+                break
+            if n_dead >= max(1, len(st.live) // 8):
+                st.compact()
+    rest = st.ids[st.live]
+    res.sed[rest], res.morphology[rest] = st.a[st.live], st.s[st.live]
+
+
 def fit_blends(blend: np.ndarray, psf: np.ndarray, noise_sigma: np.ndarray, centers: np.ndarray,
                options: FitOptions = FitOptions(), *, gain: np.ndarray | None = None) -> BatchFitResult:
     """:func:`fit_blend` of n blends with K sources each, all at once.
@@ -205,21 +228,7 @@ def fit_blends(blend: np.ndarray, psf: np.ndarray, noise_sigma: np.ndarray, cent
                  t_mom=np.ones(n), loss_prev=np.full(n, np.inf), live=np.ones(n, dtype=bool))
     res = BatchFitResult(None, np.empty_like(a), np.empty_like(s),
                          np.full(n, options.max_iter), np.zeros(n, dtype=bool))
-    for it in range(1, options.max_iter + 1):
-        da, ds = _iteration(st, options)
-        done = st.live & (da < options.e_rel) & (ds < options.e_rel)
-        if done.any():
-            ids = st.ids[done]
-            res.sed[ids], res.morphology[ids] = st.a[done], st.s[done]
-            res.n_iter[ids], res.converged[ids] = it, True
-            st.live = st.live & ~done
-            n_dead = len(st.live) - int(st.live.sum())
-            if n_dead == len(st.live):
-                break
-            if n_dead >= max(1, len(st.live) // 8):
-                st.compact()
-    rest = st.ids[st.live]
-    res.sed[rest], res.morphology[rest] = st.a[st.live], st.s[st.live]
+    _iterate(st, res, options)
     models = ren.render(ren.transform(res.morphology))
     res.sed = _update_a_batch(res.sed, models, wflat, data_w, options.a_steps)
     out = np.swapaxes((res.sed[..., None] * models).reshape(n, c, k, h, w), 1, 2)  # (n, K, C, H, W)

@@ -128,17 +128,8 @@ def fit_blend(blend: np.ndarray, psf: np.ndarray, noise_sigma: np.ndarray, cente
         return FitResult(np.zeros((0, c, h, w)), np.zeros((c, 0)), np.zeros((0,) + grid),
                          0, True, [])
 
-    sigma = np.asarray(noise_sigma, dtype=np.float64)
-    sigma = np.maximum(sigma, 1e-6 * max(float(np.abs(blend).max()), 1e-30))  # guard sigma 0
-    weight = 1.0 / sigma**2  # (C,), inverse variance of the background
-    # Per-pixel inverse variance: background plus the sources' Poisson term,
-    # estimated from the smoothed blend (clipped at 0) when the gain is known.
     smooth = _smooth(blend, options.init_smoothing)
-    if gain is None:
-        wmap = np.broadcast_to(weight[:, None, None], blend.shape)
-    else:
-        inv_gain = 1.0 / np.asarray(gain, dtype=np.float64)
-        wmap = 1.0 / (sigma[:, None, None] ** 2 + np.maximum(smooth, 0.0) * inv_gain[:, None, None])
+    sigma, weight, wmap = _weights(blend, noise_sigma, smooth, gain)
     wmax = wmap.reshape(c, -1).max(axis=1)
     centers = np.asarray(centers, dtype=np.float64)
     ren = Renderer(psf, (h, w), centers, m, options.model_psf_sigma)
@@ -164,6 +155,43 @@ def fit_blend(blend: np.ndarray, psf: np.ndarray, noise_sigma: np.ndarray, cente
     models = ren.render(ren.transform(s))  # (C, K, H, W), unit amplitudes
     a = update_a(np.zeros((c, k)), models, 50)
 
+    a, s, it, converged, loss = _descend(a, s, update_a, ren, constraints, blend, wmap, wmax, options)
+    models = ren.render(ren.transform(s))
+    a = update_a(a, models, options.a_steps)
+    out = np.moveaxis(a[:, :, None, None] * models, 1, 0)  # (K, C, H, W)
+    if options.reapportion:
+        total = out.sum(axis=0)
+        cover = total > sigma[:, None, None]
+        out = out / np.where(cover, total, 1.0) * np.where(cover, blend, 0.0)
+    logger.debug("fit of %d sources: %d iterations, converged=%s", k, it, converged)
+    return FitResult(out, a, s, it, converged, loss)
+
+
+def _weights(blend: np.ndarray, noise_sigma: np.ndarray, smooth: np.ndarray,
+             gain: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`fit_blend`'s background sigma (C,) (floored), its inverse variance (C,), the pixels' (C, H, W)."""
+    sigma = np.asarray(noise_sigma, dtype=np.float64)
+    sigma = np.maximum(sigma, 1e-6 * max(float(np.abs(blend).max()), 1e-30))  # guard sigma 0
+    weight = 1.0 / sigma**2  # (C,), inverse variance of the background
+    # Per-pixel inverse variance: background plus the sources' Poisson term,
+    # estimated from the smoothed blend (clipped at 0) when the gain is known.
+    if gain is None:
+        wmap = np.broadcast_to(weight[:, None, None], blend.shape)
+    else:
+        inv_gain = 1.0 / np.asarray(gain, dtype=np.float64)
+        wmap = 1.0 / (sigma[:, None, None] ** 2 + np.maximum(smooth, 0.0) * inv_gain[:, None, None])
+    return sigma, weight, wmap
+
+
+def _descend(a: np.ndarray, s: np.ndarray, update_a, ren: Renderer, constraints: MorphologyConstraints,
+             blend: np.ndarray, wmap: np.ndarray, wmax: np.ndarray,
+             options: FitOptions) -> tuple[np.ndarray, np.ndarray, int, bool, list]:
+    """:func:`fit_blend`'s iterations from ``a`` (C, K), ``s`` (K, Y, X); returns (a, s, n_iter, converged, loss).
+
+    ``update_a(a, models, steps)`` is the A update; ``wmap`` (C, H, W) and
+    ``wmax`` (C,) the pixels' inverse variances and their maximum per band.
+    """
+    k = len(s)
     loss = []
     converged = False
     it = 0
@@ -204,15 +232,7 @@ def fit_blend(blend: np.ndarray, psf: np.ndarray, noise_sigma: np.ndarray, cente
         if da < options.e_rel and ds < options.e_rel:
             converged = True
             break
-    models = ren.render(ren.transform(s))
-    a = update_a(a, models, options.a_steps)
-    out = np.moveaxis(a[:, :, None, None] * models, 1, 0)  # (K, C, H, W)
-    if options.reapportion:
-        total = out.sum(axis=0)
-        cover = total > sigma[:, None, None]
-        out = out / np.where(cover, total, 1.0) * np.where(cover, blend, 0.0)
-    logger.debug("fit of %d sources: %d iterations, converged=%s", k, it, converged)
-    return FitResult(out, a, s, it, converged, loss)
+    return a, s, it, converged, loss
 
 
 def _norm(x: np.ndarray) -> float:
