@@ -2,7 +2,10 @@
 
 ``blendset`` holds :class:`BlendSet` and :func:`load_split`; ``protocol`` the
 :class:`Deblender` protocol and the optional batch-loop helper
-:func:`predict_in_batches`.
+:func:`predict_in_batches`. The subpackage ``forward_model`` is the
+forward-model deblender (constraints, PSF kernels, rendering, the fits, the
+gain, its ``Deblender`` class), which the ``forward_model`` submission
+re-exports and other submissions may build on; it is not imported here.
 """
 from deblendkit.deblend.blendset import BlendSet, load_split
 from deblendkit.deblend.protocol import Deblender, predict_in_batches
