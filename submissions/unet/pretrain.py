@@ -1,6 +1,6 @@
 """Remake the U-Net's pretrained weights, ``submissions/unet/pretrained.npz``.
 
-``Deblender.fit`` starts from these weights (option ``pretrained``) and trains them
+``Deblender(prior=None, pretrained="pretrained.npz").fit`` starts from these weights and trains them
 on the data it is given; without the file it trains from scratch. This script makes
 them from nothing but the kit's simulator and a seed::
 
@@ -9,7 +9,8 @@ them from nothing but the kit's simulator and a seed::
 1. simulates a training set with ``prepare_data.py`` (the default simulation, master
    seed ``--data-seed``: not the seed 0 of ``data/``, so neither the kit's training nor
    its test blends are among them), in ``--work`` (reused when already there);
-2. trains ``Deblender(pretrained=None, epochs=--epochs, seed=--seed)`` on it, with no
+2. trains ``Deblender(pretrained=None, prior=None, epochs=--epochs, seed=--seed)`` (the
+   network without the forward-model prior, whose inputs need no fit) on it, with no
    time limit: the epoch limit ends training, so the same seeds and thread count give
    the same weights on CPU;
 3. writes the weights (float32, with the architecture they belong to) atomically to
@@ -71,8 +72,8 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     X, y = load_split(train)
     module = load_deblender_module()
-    model = module.Deblender(pretrained=None, epochs=args.epochs, seed=args.seed, num_threads=args.threads,
-                             max_train_seconds=1e9, device="cpu")
+    model = module.Deblender(pretrained=None, prior=None, flux_refit=None, epochs=args.epochs, seed=args.seed,
+                             num_threads=args.threads, max_train_seconds=1e9, device="cpu")
     t0 = time.perf_counter()
     model.fit(X, y)
     log.info("trained %d epochs (%d steps) in %.0f s; losses %s", model.epochs_run_, model.steps_run_,

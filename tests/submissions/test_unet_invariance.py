@@ -2,7 +2,9 @@
 
 * Units: the network sees the blend in units of the noise and of the target's
   brightness, and predicts in units of the latter, so a blend scaled by ``s`` with
-  its noise sigma scaled by ``s`` gets ``s`` times the prediction.
+  its noise sigma scaled by ``s`` (and the gain, electrons per ADU, by ``1 / s``:
+  the forward-model prior weights pixels by their Poisson noise) gets ``s`` times
+  the prediction, flux refit included.
 * The template share it starts from splits the blend without losing flux.
 * The flux augmentation brightens galaxies and keeps the blend's noise.
 * With the forward-model prior the network starts at the forward model's fit
@@ -13,6 +15,7 @@ Tiny networks and budgets (about a second each).
 """
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -41,7 +44,9 @@ def test_prediction_scales_with_the_blend_and_its_noise(fitted, s):
     pred = fitted.predict(X)
     scaled = FakeBlendSet((X.blend * np.float32(s)).astype(np.float32), X.psf,
                           (X.noise_sigma * np.float32(s)).astype(np.float32), X.centers, X.n_galaxies, X.bands)
-    pred_s = fitted.predict(scaled)
+    in_new_units = copy.copy(fitted)
+    in_new_units.prior_gain_ = fitted.prior_gain_ / s  # electrons per ADU, when an ADU is s times smaller
+    pred_s = in_new_units.predict(scaled)
     assert np.abs(pred).max() > 0
     np.testing.assert_allclose(pred_s, s * pred, rtol=2e-3, atol=2e-4 * s * float(np.abs(pred).max()))
 
@@ -156,14 +161,14 @@ def test_fit_starts_from_saved_weights_and_still_trains(fitted, data, tmp_path, 
     assert not unet.Deblender(**opts).fit(X, y).pretrained_
 
 
-def test_shipped_weights_are_small_and_fit_the_default_network():
+def test_shipped_weights_are_small_and_fit_the_network_without_the_prior():
     path = Path(unet.__file__).parent / "pretrained.npz"
     if not path.exists():
         pytest.skip("no pretrained.npz shipped")
     assert path.stat().st_size <= 20e6
     with np.load(path, allow_pickle=False) as saved:
         meta = json.loads(str(saved["architecture"]))
-    assert meta == unet.Deblender().architecture(meta["n_bands"])
+    assert meta == unet.Deblender(prior=None).architecture(meta["n_bands"])  # the weights are for the network without the prior
 
 
 # ------------------------------------------------------------------ forward-model prior
@@ -171,7 +176,7 @@ def test_with_the_forward_model_prior_the_network_starts_at_the_forward_models_f
     X, y = make_blends(6, seed=31)
     model = unet.Deblender(**dict(TINY, prior="forward_model", lr=1e-12, ema_decay=0.0, tta=1))
     pred = model.fit(X, y).predict(X)
-    fm = unet.forward_model_module().Deblender()
+    fm = unet.ForwardModel()
     fm.gain_ = model.prior_gain_
     prior = fm.predict(X)
     assert pred.shape == prior.shape == y.shape
