@@ -12,6 +12,11 @@ Usage::
     python benchmarks/bench_unet_options.py '{"prior": "forward_model"}' --sets /tmp/bench_transfer
 
 The sets are read from ``--sets`` (``<name>/test.h5``, made by ``bench_transfer.py``).
+
+``--refit-widths 0,0.3,0.1,0.03,0.01``: the same network's predictions are made once
+without the flux refit and scored again after
+:func:`deblendkit.deblend.amplitudes.refit_amplitudes` with each prior width (0:
+plain least squares), one row per width and set.
 """
 from __future__ import annotations
 
@@ -25,7 +30,15 @@ import numpy as np
 from bench_transfer import MAG_BINS, ROOT, TEST_SETS, score, true_mag_r
 from rampwf.utils.importing import import_module_from_source
 
+from deblendkit.deblend.amplitudes import refit_amplitudes
 from deblendkit.deblend.blendset import load_split
+
+
+def _refitted(Xt, pred, width: float):
+    """``pred`` after the flux refit of prior width ``width`` (0: plain least squares)."""
+    if width == 0:
+        return refit_amplitudes(np.asarray(Xt.blend), pred)
+    return refit_amplitudes(np.asarray(Xt.blend), pred, noise_sigma=np.asarray(Xt.noise_sigma), amplitude_sigma=width)
 
 
 def main() -> None:
@@ -35,6 +48,7 @@ def main() -> None:
     ap.add_argument("--sets", default="/tmp/bench_transfer", help="folder of the transfer sets")
     ap.add_argument("--n-train", type=int, help="training blends used (default: all)")
     ap.add_argument("--max-blends", type=int, default=150, help="blends scored per set")
+    ap.add_argument("--refit-widths", default="", help="comma-separated flux-refit prior widths to score too")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     unet = import_module_from_source(str(ROOT / "submissions" / "unet" / "deblender.py"), "deblender",
@@ -42,7 +56,11 @@ def main() -> None:
     X, y = load_split(Path(args.data) / "train.h5")
     if args.n_train:
         X, y = X[:args.n_train], y[:args.n_train]
-    model = unet.Deblender(**json.loads(args.options))
+    options = json.loads(args.options)
+    widths = [float(w) for w in args.refit_widths.split(",") if w.strip()]
+    if widths:
+        options["flux_refit"] = None  # predictions before the refit; each width applied afterwards
+    model = unet.Deblender(**options)
     t0 = time.perf_counter()
     model.fit(X, y)
     print(f"fit on {len(X)} blends: {time.perf_counter() - t0:.0f} s, {model.steps_run_} steps", flush=True)
@@ -50,7 +68,7 @@ def main() -> None:
     sets.update({name: Path(args.sets) / name / "test.h5" for name in TEST_SETS})
     bins = " ".join(f"r {lo:g}-{hi:g}" for lo, hi in MAG_BINS)
     print(f"{'test set':10s} score  ratio fscat_r  s/blend  F_pred/F_true in r ({bins})")
-    first = None
+    first = {}  # refit width -> score on the default set
     for name, path in sets.items():
         if not path.exists():
             print(f"{name:10s} missing ({path}: run bench_transfer.py --out {args.sets} first)")
@@ -62,10 +80,13 @@ def main() -> None:
         t0 = time.perf_counter()
         pred = model.predict(Xt)
         seconds = (time.perf_counter() - t0) / len(Xt)
-        value, fscat, ratios = score(yt, pred, Xt.bands, mags)
-        first = value if first is None else first
-        print(f"{name:10s} {value:.4f} {value / first:.3f}  {fscat:.3f}   {seconds:.3f}   "
-              f"{' '.join(f'{r:.2f}' for r in ratios)}", flush=True)
+        for width in [None, *widths]:
+            value, fscat, ratios = score(yt, pred if width is None else _refitted(Xt, pred, width), Xt.bands, mags)
+            if name == "default":
+                first[width] = value
+            label = name if width is None else f"{name}+{width:g}"
+            print(f"{label:10s} {value:.4f} {value / first[width]:.3f}  {fscat:.3f}   {seconds:.3f}   "
+                  f"{' '.join(f'{r:.2f}' for r in ratios)}", flush=True)
 
 
 if __name__ == "__main__":
