@@ -91,7 +91,7 @@ def refit_amplitudes(blend: np.ndarray, models: np.ndarray, *, noise_sigma: np.n
         gram = gram + np.eye(gram.shape[-1]) / amplitude_sigma**2
         rhs = rhs + 1.0 / amplitude_sigma**2
     a = np.clip(_solve_nonnegative(gram, rhs, active), 0.0, max_gain)  # (n, C, K)
-    return (models * np.moveaxis(a, -1, 1)[..., None, None]).astype(np.float32)
+    return models.astype(np.float32) * np.moveaxis(a, -1, 1)[..., None, None].astype(np.float32)
 
 
 def _checked(blend, models, noise_sigma, amplitude_sigma, max_gain) -> tuple:

@@ -199,6 +199,12 @@ def test_the_prior_is_brightened_with_its_galaxies():
     torch.testing.assert_close(out[3], 0.5 * out[1])  # the same factor per galaxy as the labels
 
 
+@pytest.mark.parametrize("bad", [0.0, -0.1, float("nan"), float("inf")])
+def test_bad_flux_refit_is_rejected(bad):
+    with pytest.raises(ValueError, match=r"flux_refit must be None or a finite number > 0, got"):
+        unet.Deblender(flux_refit=bad)
+
+
 def test_bad_prior_is_rejected():
     with pytest.raises(ValueError, match="prior must be None or 'forward_model', got 'scarlet2'"):
         unet.Deblender(prior="scarlet2")
