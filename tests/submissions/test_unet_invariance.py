@@ -196,13 +196,83 @@ def test_the_prior_is_brightened_with_its_galaxies():
     out = model._augment(torch.from_numpy(X.blend), labels, torch.from_numpy(X.noise_sigma),
                          torch.full((3,), float("inf")), torch.Generator().manual_seed(0), prior=0.5 * labels)
     assert len(out) == 4
-    torch.testing.assert_close(out[3], 0.5 * out[1])  # the same factor per galaxy as the labels
+    # the added light is fitted: the prior gains what the labels gained
+    torch.testing.assert_close(out[3], 0.5 * labels + (out[1] - labels))
+    assert not torch.allclose(out[3], 0.5 * out[1])  # not the prior scaled with the galaxy: its error stays
 
 
-@pytest.mark.parametrize("bad", [0.0, -0.1, float("nan"), float("inf")])
+@pytest.mark.parametrize("bad", [0.0, -0.1, float("nan"), float("inf"), "auto", True])
 def test_bad_flux_refit_is_rejected(bad):
-    with pytest.raises(ValueError, match=r"flux_refit must be None or a finite number > 0, got"):
+    with pytest.raises(ValueError, match=r"flux_refit must be None, 'validate' or a finite number > 0, got"):
         unet.Deblender(flux_refit=bad)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(refit_widths=(0.1, 0.0)), r"refit_widths must be finite numbers > 0, got \(0.1, 0.0\)"),
+        (dict(refit_widths=0.1), r"refit_widths must be finite numbers > 0, got 0.1"),
+        (dict(validation_fraction=1.0), r"validation_fraction must be in \(0, 1\), got 1.0"),
+        (dict(validation_fraction=0), r"validation_fraction must be in \(0, 1\), got 0"),
+        (dict(flux_weight=-1.0), r"flux_weight must be a finite number >= 0, got -1.0"),
+    ],
+)
+def test_bad_refit_choice_options_are_rejected(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        unet.Deblender(**kwargs)
+
+
+# ------------------------------------------------------------------ the flux refit chosen on held-out blends
+def test_validate_chooses_the_refit_of_best_held_out_score_and_predict_applies_it():
+    X, y = make_blends(20, seed=41)
+    model = unet.Deblender(**dict(TINY, epochs=2, flux_refit="validate", refit_widths=(0.3, 0.01),
+                                  validation_fraction=0.2))
+    model.fit(X, y)
+    held = model._validation_blends(len(X))
+    assert held.sum() == 4
+    np.testing.assert_array_equal(held, model._validation_blends(len(X)))  # seeded: the same blends
+    # the held-out blends' galaxies are not trained on: one epoch is the other 16 blends' galaxies
+    n_train_pairs = int(X.n_galaxies[~held].sum())
+    assert model.steps_run_ == 2 * -(-n_train_pairs // TINY["batch_size"])
+    assert list(model.validation_scores_) == [None, 0.3, 0.01]
+    # the scores are those of the held-out blends, recomputed here with the kit's score
+    Xh = X[np.flatnonzero(held)]
+    blend, sigma, centers, valid = model._read_inputs(Xh)
+    raw = model._predict_arrays(blend, sigma, centers, valid, model._psf_widths(Xh, 4, 3), model._prior(Xh))
+    per_galaxy = {}
+    for width, value in model.validation_scores_.items():
+        cand = raw if width is None else unet.refit_amplitudes(blend, raw, noise_sigma=sigma, amplitude_sigma=width)
+        real, per_galaxy[width] = unet.deblend_scores(y[held], cand)
+        assert value["score"] == pytest.approx(float(per_galaxy[width].mean()), abs=1e-6)
+        ft, fp = y[held][real][:, 1].sum(axis=(-2, -1)), cand[real][:, 1].sum(axis=(-2, -1))  # band "r"
+        assert value["flux_scatter"] == pytest.approx(unet.robust_scatter((fp - ft) / ft), abs=1e-5)
+    # the one-standard-error rule: the least flux scatter among the scores within one SE of the best
+    top = max(per_galaxy, key=lambda w: per_galaxy[w].mean())
+    assert model.validation_scores_[top]["score_se"] == 0.0
+    for width in per_galaxy:
+        diff = per_galaxy[width] - per_galaxy[top]
+        assert model.validation_scores_[width]["score_se"] == pytest.approx(
+            diff.std(ddof=1) / np.sqrt(len(diff)), rel=1e-6, abs=1e-12)
+    near = [w for w, v in model.validation_scores_.items()
+            if v["score"] >= model.validation_scores_[top]["score"] - v["score_se"]]
+    assert top in near and model.flux_refit_ in near
+    assert model.validation_scores_[model.flux_refit_]["flux_scatter"] == min(
+        model.validation_scores_[w]["flux_scatter"] for w in near)
+    # predict applies the chosen refit (or none) to the network's images
+    Xn, _ = make_blends(5, seed=42)
+    blend, sigma, centers, valid = model._read_inputs(Xn)
+    raw = model._predict_arrays(blend, sigma, centers, valid, model._psf_widths(Xn, 5, 3), model._prior(Xn))
+    want = raw if model.flux_refit_ is None else unet.refit_amplitudes(
+        blend, raw, noise_sigma=sigma, amplitude_sigma=model.flux_refit_)
+    np.testing.assert_allclose(model.predict(Xn), want, rtol=1e-6, atol=1e-6)
+
+
+def test_a_fixed_refit_holds_nothing_out():
+    X, y = make_blends(10, seed=43)
+    model = unet.Deblender(**dict(TINY, flux_refit=0.05)).fit(X, y)
+    assert not model._validation_blends(len(X)).any()
+    assert model.flux_refit_ == 0.05 and model.validation_scores_ == {}
+    assert model.steps_run_ == -(-int(X.n_galaxies.sum()) // TINY["batch_size"])
 
 
 def test_bad_prior_is_rejected():
