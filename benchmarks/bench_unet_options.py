@@ -13,8 +13,10 @@ Usage::
 
 The sets are read from ``--sets`` (``<name>/test.h5``, made by ``bench_transfer.py``).
 
-``--refit-widths 0,0.3,0.1,0.03,0.01``: the same network's predictions are made once
-without the flux refit and scored again after
+``--refit-widths 0,0.3,0.1,0.03,0.01``: the network is trained as the options say
+(with ``flux_refit="validate"``, the default, it prints the width it chose on its
+held-out blends), its predictions are made once without the flux refit and scored
+again after
 :func:`deblendkit.deblend.amplitudes.refit_amplitudes` with each prior width (0:
 plain least squares), one row per width and set.
 """
@@ -58,12 +60,13 @@ def main() -> None:
         X, y = X[:args.n_train], y[:args.n_train]
     options = json.loads(args.options)
     widths = [float(w) for w in args.refit_widths.split(",") if w.strip()]
-    if widths:
-        options["flux_refit"] = None  # predictions before the refit; each width applied afterwards
     model = unet.Deblender(**options)
     t0 = time.perf_counter()
     model.fit(X, y)
-    print(f"fit on {len(X)} blends: {time.perf_counter() - t0:.0f} s, {model.steps_run_} steps", flush=True)
+    print(f"fit on {len(X)} blends: {time.perf_counter() - t0:.0f} s, {model.steps_run_} steps; flux refit "
+          f"{model.flux_refit_} (held-out figures: {model.validation_scores_})", flush=True)
+    if widths:
+        model.flux_refit_ = None  # predictions before the refit; each width applied afterwards
     sets = {"default": Path(args.data) / "test.h5"}
     sets.update({name: Path(args.sets) / name / "test.h5" for name in TEST_SETS})
     bins = " ".join(f"r {lo:g}-{hi:g}" for lo, hi in MAG_BINS)
