@@ -9,6 +9,9 @@ the primary score, the flux scatter in r, and the ratio of the primary score to
 the baseline's score on the default test set measured in the same run (the
 issue's goal: >= 0.9).
 
+With ``--references``, the kit's reference deblenders (known morphology, oracle
+apportioning) are added as columns: how hard each set is for any method.
+
 With ``--cross-population``, each baseline is also trained on one galaxy
 population (``population = "smooth"``, bulge + disk; ``"realistic"``, with
 star-forming knots, asymmetries and stars) and scored on the test sets of both
@@ -42,6 +45,7 @@ from deblendkit.deblend.blendset import load_split
 from deblendkit.errors import SubmissionError
 from deblendkit.ramp.workflow import DeblenderWorkflow
 from deblendkit.scoring.metrics import deblend_scores
+from deblendkit.scoring.references import known_morphology, oracle_apportioning
 from deblendkit.scoring.table import robust_scatter
 from deblendkit.storage import read_dataset
 
@@ -107,6 +111,26 @@ def true_mag_r(path: Path):
     if "labelled" in truth.columns:
         truth = truth[truth["labelled"] == 1]
     return truth.sort_values(["blend_index", "slot"])["mag_r"].to_numpy()
+
+
+def evaluate_references(tests: dict[str, Path], max_blends: int | None = None) -> dict:
+    """``{(test, reference): (score, flux scatter r, flux ratios)}`` of the kit's reference deblenders.
+
+    *known_morphology* (true shapes, fluxes fitted to the noisy blend) and
+    *oracle_apportioning* (the blend split with the true images as weights): how
+    hard each set is for any method.
+    """
+    results = {}
+    for test, path in tests.items():
+        Xt, yt = load_split(path)
+        mags = true_mag_r(path)
+        if max_blends and len(Xt) > max_blends:
+            Xt, yt = Xt[:max_blends], yt[:max_blends]
+            mags = None if mags is None else mags[:int(np.asarray(Xt.n_galaxies).sum())]
+        yt = np.asarray(yt)
+        for name, fn in (("known_morphology", known_morphology), ("oracle_apportioning", oracle_apportioning)):
+            results[test, name] = score(yt, fn(np.asarray(Xt.blend), yt), Xt.bands, mags)
+    return results
 
 
 def evaluate(names, train_path: Path, tests: dict[str, Path], n_train: int | None,
@@ -181,13 +205,15 @@ def main() -> None:
     ap.add_argument("--sets", default=",".join(TEST_SETS), help="transfer test sets, of " + ",".join(TEST_SETS))
     ap.add_argument("--submissions", default="unet,forward_model,starting_kit")
     ap.add_argument("--unet-seconds", type=float, default=660.0, help="U-Net training budget, s")
+    ap.add_argument("--references", action="store_true",
+                    help="add the reference deblenders (known morphology, oracle apportioning) to the table")
     ap.add_argument("--cross-population", action="store_true",
                     help="also train on each population and score on both (issue 14)")
     ap.add_argument("--n-train-population", type=int, default=1600, help="training blends per population")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     os.environ["DEBLEND_UNET_MAX_TRAIN_SECONDS"] = str(args.unet_seconds)
-    names = args.submissions.split(",")
+    names = [n for n in args.submissions.split(",") if n]
     out = Path(args.out)
     data = Path(args.data)
 
@@ -197,6 +223,9 @@ def main() -> None:
             tests[name] = make_test_set(out / name, TEST_SETS[name], n_test=args.n_test, seed=args.seed,
                                         n_jobs=args.n_jobs)
     results = evaluate(names, data / "train.h5", tests, args.n_train, args.max_blends)
+    if args.references:
+        results.update(evaluate_references(tests, args.max_blends))
+        names = [*names, "known_morphology", "oracle_apportioning"]
     print(f"\nTrained on {data / 'train.h5'}; U-Net budget {args.unet_seconds:.0f} s; {args.n_test} blends "
           f"per transfer set (seed {args.seed}), at most {args.max_blends or 'all'} scored per set; "
           f"cores: {os.cpu_count()}, load {os.getloadavg()[0]:.1f}")
